@@ -1,0 +1,285 @@
+//! Ids, states and events of the video aggregate.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{S3_MAX_PARTS, S3_MIN_PART_SIZE};
+
+/// A video, and the tus upload id of its original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct VideoId(pub Uuid);
+
+impl VideoId {
+    /// A new, time-ordered id (UUIDv7 keeps the primary-key index local).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s).ok().map(Self)
+    }
+}
+
+impl Default for VideoId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for VideoId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The `sub` of a bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct UserId(pub Uuid);
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a video is in its life. Mirrored by the SQL enum `video_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "video_status", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VideoStatus {
+    /// Created by the api on tus creation; no byte confirmed yet. The reaper
+    /// fails it once its upload expires.
+    Pending,
+    /// The api confirmed the first bytes; `uploaded_percentage` grows as the
+    /// worker stores parts. The reaper fails it once its upload expires.
+    Loading,
+    /// The worker completed the multipart upload: the original is whole in
+    /// S3 and its SHA-256 is known. The reaper leaves it alone.
+    Uploaded,
+    /// An fflow replica is encoding renditions (fflow issue).
+    Encoding,
+    /// Renditions are playable (fflow issue).
+    Ready,
+    /// Terminal: the worker gave up (S3 retries exhausted, a chunk gap) or the
+    /// reaper expired the upload; `failure_reason` says which.
+    Failed,
+    /// Terminal: the owner terminated the upload or deleted the video; its
+    /// title, description and filename are purged from the projections and
+    /// the worker removes its objects.
+    Deleted,
+}
+
+impl VideoStatus {
+    /// No more bytes are accepted in these states.
+    pub fn accepts_bytes(self) -> bool {
+        matches!(self, Self::Pending | Self::Loading)
+    }
+
+    pub fn is_gone(self) -> bool {
+        matches!(self, Self::Failed | Self::Deleted)
+    }
+}
+
+/// Where a video is in moderation. Mirrored by the SQL enum
+/// `verification_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "verification_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Nobody has looked at it (no moderation webhook, or not yet sent).
+    Unverified,
+    /// Sent to the moderation webhook; waiting for a decision.
+    PendingReview,
+    /// Accepted by moderation or an admin.
+    Verified,
+    /// Refused: links only for its owner and admins.
+    Rejected,
+}
+
+/// Who decided a video's moderation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moderator {
+    /// The webhook's own answer.
+    Webhook,
+    /// A later signed `POST /v1/moderation/{id}`.
+    Callback,
+    /// An admin through the API.
+    Admin,
+}
+
+/// One stored segment of a partial part, written when a worker could not
+/// hold the bytes in memory any longer (see docs/architecture.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedSegment {
+    pub offset: u64,
+    pub len: u64,
+    pub key: String,
+}
+
+/// A part of the original's multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPart {
+    pub number: u32,
+    pub etag: String,
+}
+
+/// Everything that happens to a video, as appended to the event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VideoEvent {
+    /// tus creation (api).
+    Created {
+        owner_id: UserId,
+        flow_id: Uuid,
+        size_bytes: u64,
+        part_size_bytes: u64,
+        object_key: String,
+        title: Option<String>,
+        filename: Option<String>,
+        filetype: Option<String>,
+        upload_metadata: Option<String>,
+        expires_at: DateTime<Utc>,
+        /// Set for onboarding content: its place in the collection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        onboarding_position: Option<i32>,
+    },
+    /// The broker confirmed bytes up to `received_bytes` (api).
+    BytesReceived {
+        received_bytes: u64,
+        expires_at: DateTime<Utc>,
+    },
+    /// The worker started the S3 multipart upload.
+    MultipartStarted { multipart_id: String },
+    /// The worker wrote a partial part to a staging object.
+    SegmentStaged {
+        segment: StagedSegment,
+        hash_state: String,
+    },
+    /// The worker stored a part; staged segments before it are consumed.
+    PartStored {
+        part: StoredPart,
+        stored_bytes: u64,
+        hash_state: String,
+    },
+    /// The multipart upload is complete: the original is whole (worker).
+    Uploaded { sha256: String },
+    /// The video failed; `reason` says why.
+    Failed { reason: String },
+    /// The worker sent the video to the moderation webhook.
+    ReviewRequested,
+    /// Moderation decided; `reason` explains a rejection.
+    Moderated {
+        verification: Verification,
+        reason: Option<String>,
+        by: Moderator,
+    },
+    /// An admin moved onboarding content to `position`.
+    OnboardingPlaced { position: i32 },
+    /// The owner changed the title or description (the full new values).
+    DetailsUpdated {
+        title: Option<String>,
+        description: Option<String>,
+    },
+    /// The owner deleted the video (tus termination or the REST DELETE): its
+    /// personal metadata leaves the projections; a delete job follows.
+    Deleted,
+    /// The worker removed the video's objects from S3.
+    ObjectsRemoved,
+}
+
+impl VideoEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Created { .. } => "created",
+            Self::BytesReceived { .. } => "bytes_received",
+            Self::MultipartStarted { .. } => "multipart_started",
+            Self::SegmentStaged { .. } => "segment_staged",
+            Self::PartStored { .. } => "part_stored",
+            Self::Uploaded { .. } => "uploaded",
+            Self::Failed { .. } => "failed",
+            Self::ReviewRequested => "review_requested",
+            Self::Moderated { .. } => "moderated",
+            Self::OnboardingPlaced { .. } => "onboarding_placed",
+            Self::DetailsUpdated { .. } => "details_updated",
+            Self::Deleted => "deleted",
+            Self::ObjectsRemoved => "objects_removed",
+        }
+    }
+}
+
+/// What happens to a user's profile (aggregate id = the user id).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProfileEvent {
+    /// The user made `video_id` their profile video; `previous` (if any) is
+    /// deleted next.
+    VideoSet {
+        video_id: VideoId,
+        previous: Option<VideoId>,
+    },
+    /// The current profile video was deleted; the user has none.
+    VideoCleared { video_id: VideoId },
+}
+
+impl ProfileEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::VideoSet { .. } => "profile_video_set",
+            Self::VideoCleared { .. } => "profile_video_cleared",
+        }
+    }
+}
+
+/// The S3 part size for an upload of `size` bytes: at least `min_part`
+/// (itself at least S3's 5 MiB), large enough that the upload fits in
+/// 10,000 parts, rounded up to a whole MiB.
+pub fn part_size_for(size: u64, min_part: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(S3_MAX_PARTS);
+    let part = needed.max(min_part).max(S3_MIN_PART_SIZE);
+    part.div_ceil(MIB) * MIB
+}
+
+/// Whole percent of `done` out of `total`; an empty upload is 100 % done.
+pub fn percentage(done: u64, total: u64) -> u8 {
+    if total == 0 {
+        return 100;
+    }
+    ((done.min(total) as u128 * 100) / total as u128) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_keeps_every_upload_within_ten_thousand_parts() {
+        let min = 8 * 1024 * 1024;
+        for size in [0u64, 1, 5 << 20, 1 << 30, 80 << 30, 50 << 40] {
+            let part = part_size_for(size, min);
+            assert!(part >= S3_MIN_PART_SIZE);
+            assert!(part >= min);
+            assert!(
+                size.div_ceil(part) <= S3_MAX_PARTS,
+                "size {size} part {part}"
+            );
+            assert_eq!(part % (1024 * 1024), 0);
+        }
+        assert_eq!(part_size_for(1 << 30, min), min);
+    }
+
+    #[test]
+    fn percentage_is_whole_and_capped() {
+        assert_eq!(percentage(0, 10), 0);
+        assert_eq!(percentage(9, 10), 90);
+        assert_eq!(percentage(10, 10), 100);
+        assert_eq!(percentage(0, 0), 100);
+        assert_eq!(percentage(u64::MAX, u64::MAX), 100);
+    }
+}

@@ -1,0 +1,153 @@
+//! Redis: the per-upload lock that serialises PATCHes across api replicas.
+//! `SET NX PX` with a random token, renewed while held, released only by
+//! its holder (compare-and-delete).
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use tokio::{sync::watch, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::{config::RedisConfig, domain::VideoId};
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0"#;
+
+pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(config.url.as_str())?;
+    ConnectionManager::new(client).await
+}
+
+#[derive(Clone)]
+pub struct Locks {
+    redis: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl Locks {
+    pub fn new(redis: ConnectionManager, prefix: String, ttl: Duration) -> Self {
+        Self { redis, prefix, ttl }
+    }
+
+    pub fn key(&self, video: VideoId) -> String {
+        format!("{}upload-lock:{video}", self.prefix)
+    }
+
+    /// Takes the upload's lock, or `None` while someone else holds it. The
+    /// lock is renewed in the background until the guard is released or
+    /// dropped; if renewal finds it lost, [`LockGuard::lost`] turns true.
+    pub async fn acquire(&self, video: VideoId) -> Result<Option<LockGuard>, redis::RedisError> {
+        let key = self.key(video);
+        let token = Uuid::new_v4().to_string();
+        let mut redis = self.redis.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .query_async(&mut redis)
+            .await?;
+        if taken.is_none() {
+            return Ok(None);
+        }
+        let (lost_tx, lost) = watch::channel(false);
+        let renewer = tokio::spawn(renew(
+            redis.clone(),
+            key.clone(),
+            token.clone(),
+            self.ttl,
+            lost_tx,
+        ));
+        Ok(Some(LockGuard {
+            redis,
+            key,
+            token,
+            lost,
+            renewer,
+        }))
+    }
+}
+
+async fn renew(
+    mut redis: ConnectionManager,
+    key: String,
+    token: String,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
+    let script = Script::new(RENEW);
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let renewed: Result<i64, _> = script
+            .key(&key)
+            .arg(&token)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut redis)
+            .await;
+        if !matches!(renewed, Ok(1)) {
+            tracing::warn!(lock.key = %key, "upload lock lost");
+            let _ = lost.send(true);
+            return;
+        }
+    }
+}
+
+/// A held upload lock.
+pub struct LockGuard {
+    redis: ConnectionManager,
+    key: String,
+    token: String,
+    lost: watch::Receiver<bool>,
+    renewer: JoinHandle<()>,
+}
+
+impl LockGuard {
+    /// True once renewal found the lock gone (expired or taken).
+    pub fn lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Releases the lock if this guard still holds it.
+    pub async fn release(mut self) {
+        self.renewer.abort();
+        let released: Result<i64, _> = Script::new(RELEASE)
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(&mut self.redis)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "releasing the upload lock failed; it expires by itself");
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // A guard dropped without release (a cancelled request) stops renewing
+        // and the lock expires after its ttl.
+        self.renewer.abort();
+    }
+}
+
+/// Deletes every key under `prefix` (tests and tools).
+pub async fn delete_prefix(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<(), redis::RedisError> {
+    let keys: Vec<String> = redis.keys(format!("{prefix}*")).await?;
+    if !keys.is_empty() {
+        let _: () = redis.del(keys).await?;
+    }
+    Ok(())
+}
