@@ -1,0 +1,203 @@
+//! Bearer tokens: JWTs whose `sub` is the user id and whose `role` claim
+//! (`user` when absent, `service`, `admin`) says what the caller may do.
+//! HS256 with `REELAY_JWT_SECRET`, and RS256 when `REELAY_JWT_PUBLIC_KEY`
+//! holds a PEM public key.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use reelay_shared::UserId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{error::ApiError, startup::AppState};
+
+/// What a token's bearer is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An app user: sees and changes only their own videos.
+    #[default]
+    User,
+    /// Another service (the feed): reads links of users' profile videos.
+    Service,
+    /// Manages onboarding content and moderation decisions.
+    Admin,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// Verifies HS256 tokens, and RS256 ones when a public key is configured.
+#[derive(Clone)]
+pub struct Verifier {
+    hs256: DecodingKey,
+    rs256: Option<DecodingKey>,
+}
+
+impl Verifier {
+    pub fn new(
+        secret: &str,
+        rsa_public_pem: Option<&str>,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self {
+            hs256: DecodingKey::from_secret(secret.as_bytes()),
+            rs256: rsa_public_pem
+                .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
+                .transpose()?,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let invalid = || ApiError::Unauthorized("the bearer token is invalid or expired");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        let key = match header.alg {
+            Algorithm::HS256 => &self.hs256,
+            Algorithm::RS256 => self.rs256.as_ref().ok_or(ApiError::Unauthorized(
+                "RS256 tokens are not accepted: no public key is configured",
+            ))?,
+            _ => {
+                return Err(ApiError::Unauthorized(
+                    "tokens must be signed with HS256 or RS256",
+                ));
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| invalid())
+    }
+}
+
+/// Signs an HS256 token for `user` with `role`, valid for `ttl_secs` (the
+/// `token` command, tests).
+pub fn issue_with_role(
+    secret: &str,
+    user: Uuid,
+    role: Role,
+    ttl_secs: u64,
+) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = Claims {
+        sub: user,
+        iat: now,
+        exp: now + ttl_secs,
+        role,
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// An HS256 user token.
+pub fn issue(secret: &str, user: Uuid, ttl_secs: u64) -> anyhow::Result<String> {
+    issue_with_role(secret, user, Role::User, ttl_secs)
+}
+
+/// Any authenticated caller.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub user: UserId,
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header =
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or(ApiError::Unauthorized(
+                    "an Authorization: Bearer token is required",
+                ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be 'Bearer <token>'",
+            ))?;
+        let claims = state.verifier.verify(token.trim())?;
+        Ok(Self {
+            user: UserId(claims.sub),
+            role: claims.role,
+        })
+    }
+}
+
+/// A caller who owns videos: a user or an admin (admins upload onboarding
+/// content). A service token gets 403.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthUser(pub UserId);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::User | Role::Admin => Ok(Self(caller.user)),
+            Role::Service => Err(ApiError::Forbidden(
+                "service tokens may not use this endpoint",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_carries_its_role_and_an_unknown_role_is_refused() {
+        let verifier = Verifier::new("s", None).unwrap();
+        let user = Uuid::new_v4();
+        let admin = verifier
+            .verify(&issue_with_role("s", user, Role::Admin, 60).unwrap())
+            .unwrap();
+        assert_eq!((admin.sub, admin.role), (user, Role::Admin));
+        assert_eq!(
+            verifier
+                .verify(&issue("s", user, 60).unwrap())
+                .unwrap()
+                .role,
+            Role::User
+        );
+        assert!(
+            verifier
+                .verify(&issue("other secret", user, 60).unwrap())
+                .is_err()
+        );
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let odd = serde_json::json!({ "sub": user, "iat": now, "exp": now + 60, "role": "root" });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &odd,
+            &EncodingKey::from_secret(b"s"),
+        )
+        .unwrap();
+        assert!(verifier.verify(&token).is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The one error type at the HTTP boundary. Each variant names its status;
+//! bodies are `application/problem+json`. A 500 says nothing of its cause to
+//! the client: the cause is logged once, here, inside the request's span.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a header or parameter is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no bearer token, or one that does not verify.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: the token is valid but its role may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404: no such upload, or not the caller's.
+    #[error("no such video")]
+    NotFound,
+    /// 409: Upload-Offset is not the upload's current offset.
+    #[error("Upload-Offset {sent} does not match the upload's offset {current}")]
+    OffsetMismatch { sent: u64, current: u64 },
+    /// 409: the video is not in a state that allows this (a link to an
+    /// upload that is not finished).
+    #[error("{0}")]
+    WrongState(String),
+    /// 410: the upload failed or was deleted.
+    #[error("the upload is gone ({0})")]
+    Gone(&'static str),
+    /// 412: Tus-Resumable is missing or names a version we don't speak.
+    #[error("Tus-Resumable must be 1.0.0")]
+    TusVersion,
+    /// 413: more bytes than Upload-Length or Tus-Max-Size allow.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: a PATCH body that is not application/offset+octet-stream.
+    #[error("Content-Type must be application/offset+octet-stream")]
+    ContentType,
+    /// 423: another request is writing this upload right now.
+    #[error("another request is uploading to this upload; retry after it ends")]
+    Locked,
+    /// 460: the body does not match Upload-Checksum.
+    #[error("the body does not match Upload-Checksum")]
+    ChecksumMismatch,
+    /// 503: a service we depend on (the broker) is unavailable.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// 500: a bug or an unexpected failure; logged, not shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::OffsetMismatch { .. } | Self::WrongState(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::TusVersion => StatusCode::PRECONDITION_FAILED,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Locked => StatusCode::LOCKED,
+            Self::ChecksumMismatch => StatusCode::from_u16(460).expect("460 is a valid status"),
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::error!(error = %e, "redis unavailable");
+        Self::Unavailable("the lock service is unavailable; retry later")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let title = status.canonical_reason().unwrap_or("Checksum Mismatch");
+        let body = json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TusVersion => {
+                headers.insert("tus-version", HeaderValue::from_static("1.0.0"));
+            }
+            Self::OffsetMismatch { current, .. } => {
+                headers.insert("upload-offset", HeaderValue::from(current));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,298 @@
+//! Streams a PATCH body into chunk jobs on RabbitMQ. Each chunk is published
+//! persistent with a publisher confirm; the offset that counts is the end of
+//! the last chunk the broker confirmed, also when the body breaks off. The
+//! body is never held whole: at most one chunk is buffered, plus the chunks
+//! awaiting confirmation.
+
+use std::collections::VecDeque;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use lapin::{Channel, Confirmation, PublisherConfirm};
+use reelay_shared::{
+    VideoId,
+    lock::LockGuard,
+    mq::{JobHeader, JobKind},
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{
+    error::ApiError,
+    startup::AppState,
+    tus::{Checksum, ChecksumHasher},
+};
+
+/// Chunks published but not yet confirmed, per PATCH.
+const MAX_IN_FLIGHT: usize = 2;
+/// A confirm that takes longer than this counts as a broker failure.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How far a PATCH got: the confirmed end offset, and why it stopped early.
+pub struct Ingested {
+    pub confirmed: u64,
+    pub error: Option<ApiError>,
+}
+
+/// Publishes `body` as the bytes from `start` of an upload of `size` bytes.
+pub async fn ingest(
+    state: &AppState,
+    video: VideoId,
+    start: u64,
+    size: u64,
+    body: Body,
+    checksum: Option<Checksum>,
+    lock: &LockGuard,
+) -> Ingested {
+    let mut chunker = match Chunker::open(state, video, start).await {
+        Ok(c) => c,
+        Err(error) => {
+            return Ingested {
+                confirmed: start,
+                error: Some(error),
+            };
+        }
+    };
+    let result = match checksum {
+        None => stream_body(state, &mut chunker, size, body, lock).await,
+        Some(checksum) => spool_and_verify(state, &mut chunker, size, body, &checksum, lock).await,
+    };
+    let error = match result {
+        Ok(()) => chunker.finish().await.err(),
+        Err(e) => {
+            // Keep what the broker has confirmed; the client resumes from it.
+            let _ = chunker.settle().await;
+            Some(e)
+        }
+    };
+    Ingested {
+        confirmed: chunker.confirmed,
+        error,
+    }
+}
+
+struct Chunker<'a> {
+    state: &'a AppState,
+    channel: Channel,
+    video: VideoId,
+    buffer: BytesMut,
+    /// Offset of the buffer's first byte.
+    offset: u64,
+    confirmed: u64,
+    in_flight: VecDeque<(u64, PublisherConfirm)>,
+}
+
+impl<'a> Chunker<'a> {
+    async fn open(state: &'a AppState, video: VideoId, start: u64) -> Result<Self, ApiError> {
+        let channel = state.publisher.channel().await.map_err(|e| {
+            tracing::warn!(error = %e, "broker unavailable");
+            ApiError::Unavailable("the message broker is unavailable; retry later")
+        })?;
+        Ok(Self {
+            state,
+            channel,
+            video,
+            buffer: BytesMut::with_capacity(state.upload.chunk_size),
+            offset: start,
+            confirmed: start,
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    async fn push(&mut self, mut bytes: Bytes) -> Result<(), ApiError> {
+        let chunk_size = self.state.upload.chunk_size;
+        while !bytes.is_empty() {
+            if self.buffer.is_empty() && bytes.len() >= chunk_size {
+                let chunk = bytes.split_to(chunk_size);
+                self.publish(&chunk).await?;
+                continue;
+            }
+            let take = (chunk_size - self.buffer.len()).min(bytes.len());
+            self.buffer.extend_from_slice(&bytes.split_to(take));
+            if self.buffer.len() == chunk_size {
+                let chunk = self.buffer.split().freeze();
+                self.publish(&chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.confirm_oldest().await?;
+        }
+        let header = JobHeader {
+            video: self.video,
+            kind: JobKind::Chunk {
+                offset: self.offset,
+            },
+        };
+        let confirm = self
+            .state
+            .publisher
+            .publish(&self.channel, header, chunk)
+            .await
+            .map_err(|e| self.broker_failed(e))?;
+        self.offset += chunk.len() as u64;
+        self.in_flight.push_back((self.offset, confirm));
+        metrics::counter!("reelay_chunk_bytes_published_total").increment(chunk.len() as u64);
+        Ok(())
+    }
+
+    async fn confirm_oldest(&mut self) -> Result<(), ApiError> {
+        let Some((end, confirm)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            // Mandatory publishing: an unroutable chunk comes back as Ack(Some(_)).
+            Ok(Ok(Confirmation::Ack(None))) => {
+                self.confirmed = end;
+                Ok(())
+            }
+            Ok(Ok(_)) => {
+                // Unconfirmed bytes may still arrive; the worker drops any
+                // it already has when the client sends them again.
+                self.in_flight.clear();
+                Err(ApiError::Unavailable(
+                    "the message broker refused the chunk; retry later",
+                ))
+            }
+            Ok(Err(e)) => {
+                self.in_flight.clear();
+                Err(self.broker_failed(e))
+            }
+            Err(_) => {
+                self.in_flight.clear();
+                Err(ApiError::Unavailable(
+                    "the message broker did not confirm in time; retry later",
+                ))
+            }
+        }
+    }
+
+    fn broker_failed(&self, error: lapin::Error) -> ApiError {
+        tracing::warn!(error = %error, "publishing a chunk failed");
+        let publisher = self.state.publisher.clone();
+        tokio::spawn(async move { publisher.reset().await });
+        ApiError::Unavailable("the message broker is unavailable; retry later")
+    }
+
+    /// Awaits every chunk in flight.
+    async fn settle(&mut self) -> Result<(), ApiError> {
+        while !self.in_flight.is_empty() {
+            self.confirm_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the buffered tail and awaits every confirm.
+    async fn finish(&mut self) -> Result<(), ApiError> {
+        if !self.buffer.is_empty() {
+            let chunk = self.buffer.split().freeze();
+            self.publish(&chunk).await?;
+        }
+        self.settle().await
+    }
+}
+
+/// Next frame of the body, or why there is none: the body ended (`None`),
+/// broke off, sent nothing for the idle timeout, or ran past `size`
+/// (`received` counts the upload's bytes so far, frames included).
+async fn next_frame(
+    state: &AppState,
+    stream: &mut (impl futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin),
+    received: &mut u64,
+    size: u64,
+) -> Result<Option<Bytes>, ApiError> {
+    let bytes =
+        match tokio::time::timeout(state.lock_config.patch_idle_timeout, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "the request body stalled; resume from HEAD's offset".into(),
+                ));
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Ok(bytes))) => bytes,
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::BadRequest(
+                    "the request body broke off; resume from HEAD's offset".into(),
+                ));
+            }
+        };
+    *received += bytes.len() as u64;
+    if *received > size {
+        return Err(ApiError::TooLarge(format!(
+            "the body runs past Upload-Length ({size} bytes)"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+async fn stream_body(
+    state: &AppState,
+    chunker: &mut Chunker<'_>,
+    size: u64,
+    body: Body,
+    lock: &LockGuard,
+) -> Result<(), ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut received = chunker.offset;
+    while let Some(bytes) = next_frame(state, &mut stream, &mut received, size).await? {
+        if lock.lost() {
+            return Err(ApiError::Locked);
+        }
+        chunker.push(bytes).await?;
+    }
+    Ok(())
+}
+
+/// With Upload-Checksum nothing may be published before the whole body is
+/// verified, so the body goes to an anonymous temporary file first (disk,
+/// not memory), then to the broker.
+async fn spool_and_verify(
+    state: &AppState,
+    chunker: &mut Chunker<'_>,
+    size: u64,
+    body: Body,
+    checksum: &Checksum,
+    lock: &LockGuard,
+) -> Result<(), ApiError> {
+    let file = tempfile::tempfile()
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("temp file")))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let io = |e: std::io::Error| {
+        ApiError::Internal(anyhow::Error::new(e).context("spooling a checksummed body"))
+    };
+    let mut hasher = ChecksumHasher::new(checksum);
+    let mut stream = body.into_data_stream();
+    let mut received = chunker.offset;
+    while let Some(bytes) = next_frame(state, &mut stream, &mut received, size).await? {
+        hasher.update(&bytes);
+        file.write_all(&bytes).await.map_err(io)?;
+    }
+    if !hasher.matches(checksum) {
+        return Err(ApiError::ChecksumMismatch);
+    }
+    file.flush().await.map_err(io)?;
+    file.rewind().await.map_err(io)?;
+    let chunk_size = state.upload.chunk_size;
+    loop {
+        let mut chunk = BytesMut::zeroed(chunk_size);
+        let mut filled = 0;
+        while filled < chunk_size {
+            let n = file.read(&mut chunk[filled..]).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        if lock.lost() {
+            return Err(ApiError::Locked);
+        }
+        chunk.truncate(filled);
+        chunker.push(chunk.freeze()).await?;
+    }
+}

@@ -1,0 +1,133 @@
+//! Moderation decisions: a signed callback from the moderation service
+//! (`POST /v1/moderation/{id}`, HMAC-SHA256 of the body with
+//! `REELAY_MODERATION_SECRET` in `x-reelay-signature`), or an admin
+//! (`POST /v1/videos/{id}/moderation` with an admin token).
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::HeaderMap,
+    routing::post,
+};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    domain::{Moderator, Verification, VideoEvent},
+    signing,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::{Caller, Role},
+    error::{ApiError, ApiResult},
+    startup::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/moderation/{id}", post(callback))
+        .route("/v1/videos/{id}/moderation", post(by_admin))
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    decision: String,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Decided {
+    pub video_id: String,
+    pub verification: Verification,
+}
+
+fn parse(body: &[u8]) -> ApiResult<(Verification, Option<String>)> {
+    let decision: Decision = serde_json::from_slice(body).map_err(|_| {
+        ApiError::BadRequest(
+            "expected {\"decision\": \"verified\"|\"rejected\", \"reason\": ...}".into(),
+        )
+    })?;
+    let verification = match decision.decision.as_str() {
+        "verified" => Verification::Verified,
+        "rejected" => Verification::Rejected,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown decision '{other}'; verified or rejected"
+            )));
+        }
+    };
+    Ok((verification, decision.reason))
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Decided>> {
+    let secret = state
+        .moderation_secret
+        .as_deref()
+        .ok_or(ApiError::Unauthorized(
+            "moderation callbacks are not configured",
+        ))?;
+    let signature = headers
+        .get(signing::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !signing::verify(secret, &body, signature) {
+        return Err(ApiError::Unauthorized(
+            "the x-reelay-signature does not match the body",
+        ));
+    }
+    let (verification, reason) = parse(&body)?;
+    decide(&state, &id, verification, reason, Moderator::Callback).await
+}
+
+async fn by_admin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Decided>> {
+    if caller.role != Role::Admin {
+        return Err(ApiError::Forbidden("moderation decisions are for admins"));
+    }
+    let (verification, reason) = parse(&body)?;
+    decide(&state, &id, verification, reason, Moderator::Admin).await
+}
+
+async fn decide(
+    state: &AppState,
+    id: &str,
+    verification: Verification,
+    reason: Option<String>,
+    by: Moderator,
+) -> ApiResult<Json<Decided>> {
+    let id = VideoId::parse(id).ok_or(ApiError::NotFound)?;
+    let decided = state
+        .store
+        .append(id, |current| match current.video.as_ref() {
+            Some(v) if v.status != VideoStatus::Deleted => Ok((
+                vec![VideoEvent::Moderated {
+                    verification,
+                    reason,
+                    by,
+                }],
+                true,
+            )),
+            _ => Ok((vec![], false)),
+        })
+        .await
+        .map_err(|e| {
+            ApiError::Internal(anyhow::Error::new(e).context("recording a moderation decision"))
+        })?;
+    if !decided {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(upload.id = %id, verification = ?verification, by = ?by, "moderation decided");
+    Ok(Json(Decided {
+        video_id: id.to_string(),
+        verification,
+    }))
+}

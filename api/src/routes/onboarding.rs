@@ -1,0 +1,112 @@
+//! Onboarding content: admins upload it through tus with the `onboarding`
+//! metadata flag; anyone, without a token, lists it in order with links;
+//! admins reorder it.
+
+use axum::{Json, Router, extract::State, routing::get};
+use chrono::{DateTime, Utc};
+use reelay_shared::{VideoId, domain::VideoEvent};
+use serde::{Deserialize, Serialize};
+
+use super::links::{linkable, moderation_allows, presign};
+use crate::{
+    auth::{Caller, Role},
+    error::{ApiError, ApiResult},
+    startup::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/onboarding", get(list).put(reorder))
+}
+
+#[derive(Serialize)]
+pub struct Item {
+    pub video_id: String,
+    pub position: i32,
+    pub title: Option<String>,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct Collection {
+    pub videos: Vec<Item>,
+}
+
+/// `GET /v1/onboarding`: no token needed. Only playable, not rejected
+/// videos appear, each with a link of the default life.
+async fn list(State(state): State<AppState>) -> ApiResult<Json<Collection>> {
+    let mut videos = Vec::new();
+    for v in state.store.onboarding().await? {
+        if !linkable(v.status) || !moderation_allows(&state, Role::Service, v.verification) {
+            continue;
+        }
+        let link = presign(&state, v.id, state.link_ttl).await?;
+        videos.push(Item {
+            video_id: v.id.to_string(),
+            position: v.onboarding_position.unwrap_or_default(),
+            title: v.title,
+            url: link.url,
+            expires_at: link.expires_at,
+        });
+    }
+    Ok(Json(Collection { videos }))
+}
+
+#[derive(Deserialize)]
+pub struct Order {
+    video_ids: Vec<String>,
+}
+
+/// `PUT /v1/onboarding` with `{"video_ids": [...]}` (admin): the whole
+/// collection in its new order; every current member exactly once.
+async fn reorder(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<Order>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if caller.role != Role::Admin {
+        return Err(ApiError::Forbidden("only admins order onboarding content"));
+    }
+    let Json(order) =
+        body.map_err(|e| ApiError::BadRequest(format!("expected {{\"video_ids\": [...]}}: {e}")))?;
+    let wanted: Vec<VideoId> = order
+        .video_ids
+        .iter()
+        .map(|id| {
+            VideoId::parse(id)
+                .ok_or_else(|| ApiError::BadRequest(format!("'{id}' is not a video id")))
+        })
+        .collect::<ApiResult<_>>()?;
+    let mut members: Vec<VideoId> = state
+        .store
+        .onboarding()
+        .await?
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    let mut sorted = wanted.clone();
+    sorted.sort_by_key(|v| v.0);
+    members.sort_by_key(|v| v.0);
+    if sorted != members {
+        return Err(ApiError::BadRequest(
+            "video_ids must name every onboarding video exactly once".into(),
+        ));
+    }
+    for (position, video) in wanted.iter().enumerate() {
+        let position = position as i32;
+        state
+            .store
+            .append(*video, |current| {
+                match current.video.as_ref().and_then(|v| v.onboarding_position) {
+                    Some(p) if p == position => Ok((vec![], ())),
+                    Some(_) => Ok((vec![VideoEvent::OnboardingPlaced { position }], ())),
+                    None => Err("not onboarding content".into()),
+                }
+            })
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::Error::new(e).context("reordering onboarding"))
+            })?;
+    }
+    Ok(Json(serde_json::json!({ "video_ids": order.video_ids })))
+}

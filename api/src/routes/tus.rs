@@ -1,0 +1,436 @@
+//! The tus 1.0.0 endpoints: OPTIONS, POST (creation, creation-with-upload),
+//! HEAD, PATCH, DELETE (termination), with checksum and expiration.
+
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{patch, post},
+};
+use chrono::{DateTime, Utc};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    domain::{VideoEvent, part_size_for},
+    mq::{JobHeader, JobKind},
+    store::{AppendError, Video},
+};
+
+use super::owned_video;
+use crate::{
+    auth::{AuthUser, Caller, Role},
+    error::{ApiError, ApiResult},
+    ingest::{Ingested, ingest},
+    startup::AppState,
+    tus::{self, http_date},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/files", post(create))
+        .route("/files/", post(create))
+        .route(
+            "/files/{id}",
+            patch(patch_upload).head(head).delete(terminate),
+        )
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                response
+                    .headers_mut()
+                    .insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+                response
+            },
+        ))
+}
+
+/// OPTIONS on the tus endpoint, without a token. Runs outside the CORS
+/// layer, which would otherwise answer every OPTIONS as a browser preflight.
+pub async fn options_or_next(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_tus_options = request.method() == axum::http::Method::OPTIONS
+        && request.uri().path().starts_with("/files")
+        && !request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if is_tus_options {
+        capabilities(&state)
+    } else {
+        next.run(request).await
+    }
+}
+
+fn capabilities(state: &AppState) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+    headers.insert("tus-version", HeaderValue::from_static(tus::VERSION));
+    headers.insert("tus-extension", HeaderValue::from_static(tus::EXTENSIONS));
+    headers.insert(
+        "tus-max-size",
+        HeaderValue::from(state.upload.max_upload_size),
+    );
+    headers.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(tus::CHECKSUM_ALGORITHMS),
+    );
+    (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// 413 up front when Content-Length already says the body runs past the end.
+fn check_length(headers: &HeaderMap, offset: u64, size: u64) -> ApiResult<()> {
+    if let Some(length) = tus::number(headers, "content-length")?
+        && offset.saturating_add(length) > size
+    {
+        return Err(ApiError::TooLarge(format!(
+            "{length} bytes at offset {offset} run past Upload-Length ({size} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    tus::require_resumable(&headers)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(ApiError::BadRequest(
+            "creation-defer-length is not supported; send Upload-Length".into(),
+        ));
+    }
+    let size = tus::number(&headers, "upload-length")?
+        .ok_or_else(|| ApiError::BadRequest("Upload-Length is required".into()))?;
+    if size > state.upload.max_upload_size {
+        return Err(ApiError::TooLarge(format!(
+            "Upload-Length {size} is over Tus-Max-Size {}",
+            state.upload.max_upload_size
+        )));
+    }
+    let metadata = tus::metadata(&headers)?;
+    let user = match (caller.role, metadata.onboarding) {
+        (Role::Service, _) => return Err(ApiError::Forbidden("service tokens may not upload")),
+        (Role::User, true) => {
+            return Err(ApiError::Forbidden("only admins upload onboarding content"));
+        }
+        _ => caller.user,
+    };
+    let onboarding_position = match metadata.onboarding {
+        true => Some(state.store.next_onboarding_position().await?),
+        false => None,
+    };
+    let with_body = has_body(&headers);
+    let checksum = if with_body {
+        tus::require_offset_content_type(&headers)?;
+        check_length(&headers, 0, size)?;
+        tus::checksum(&headers)?
+    } else {
+        None
+    };
+
+    let id = VideoId::new();
+    let expires_at = expiry(&state);
+    let created = VideoEvent::Created {
+        owner_id: user,
+        flow_id: uuid::Uuid::now_v7(),
+        size_bytes: size,
+        part_size_bytes: part_size_for(size, state.upload.min_part_size),
+        object_key: state.storage.original_key(id),
+        title: metadata.title,
+        filename: metadata.filename,
+        filetype: metadata.filetype,
+        upload_metadata: metadata.raw,
+        expires_at,
+        onboarding_position,
+    };
+    state
+        .store
+        .append(id, |current| match current.video {
+            None => Ok((vec![created], ())),
+            Some(_) => Err("the video already exists".into()),
+        })
+        .await
+        .map_err(append_failed)?;
+    tracing::info!(upload.id = %id, size_bytes = size, "upload created");
+
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/files/{id}")).expect("ascii"),
+    );
+    let mut offset = 0;
+    let mut error = None;
+    if size == 0 {
+        // Nothing will ever be PATCHed: one empty chunk tells the worker to
+        // store the empty object.
+        error = publish_job(
+            &state,
+            JobHeader {
+                video: id,
+                kind: JobKind::Chunk { offset: 0 },
+            },
+        )
+        .await
+        .err();
+    } else if with_body {
+        let lock = state.locks.acquire(id).await?.ok_or(ApiError::Locked)?;
+        let ingested = ingest(&state, id, 0, size, body, checksum, &lock).await;
+        let recorded = record_received(&state, id, 0, &ingested).await;
+        lock.release().await;
+        offset = recorded?.0;
+        error = ingested.error;
+        response_headers.insert("upload-offset", HeaderValue::from(offset));
+    }
+    if let Some(error) = error {
+        // The upload exists: say where, so the client can resume it.
+        let mut response = error.into_response();
+        response.headers_mut().extend(response_headers);
+        return Ok(response);
+    }
+    if offset < size {
+        response_headers.insert("upload-expires", http_date(expires_at));
+    }
+    Ok((StatusCode::CREATED, response_headers).into_response())
+}
+
+/// 410 for uploads that will never take bytes again.
+fn require_alive(video: &Video) -> ApiResult<()> {
+    match video.status {
+        VideoStatus::Deleted => Err(ApiError::Gone("deleted")),
+        VideoStatus::Failed => Err(ApiError::Gone("failed")),
+        _ => Ok(()),
+    }
+}
+
+async fn head(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    tus::require_resumable(&headers)?;
+    let video = owned_video(&state, user, &id).await?;
+    require_alive(&video)?;
+    let aggregate = state.store.aggregate(video.id).await?;
+    let mut out = HeaderMap::new();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    out.insert("upload-offset", HeaderValue::from(video.received()));
+    out.insert("upload-length", HeaderValue::from(video.size()));
+    if let Some(session) = &aggregate.session {
+        if let Some(raw) = session
+            .upload_metadata
+            .as_deref()
+            .and_then(|m| HeaderValue::from_str(m).ok())
+        {
+            out.insert("upload-metadata", raw);
+        }
+        if video.received() < video.size() {
+            out.insert("upload-expires", http_date(session.expires_at));
+        }
+    }
+    Ok((StatusCode::OK, out).into_response())
+}
+
+async fn patch_upload(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    tus::require_resumable(&headers)?;
+    tus::require_offset_content_type(&headers)?;
+    let offset = tus::number(&headers, "upload-offset")?
+        .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?;
+    let checksum = tus::checksum(&headers)?;
+    let video = owned_video(&state, user, &id).await?;
+    require_alive(&video)?;
+    let check_offset = |video: &Video| {
+        if offset == video.received() {
+            Ok(())
+        } else {
+            Err(ApiError::OffsetMismatch {
+                sent: offset,
+                current: video.received(),
+            })
+        }
+    };
+    check_offset(&video)?;
+    check_length(&headers, offset, video.size())?;
+
+    let lock = state
+        .locks
+        .acquire(video.id)
+        .await?
+        .ok_or(ApiError::Locked)?;
+    // Another replica may have written between our read and the lock.
+    let video = match state.store.video(video.id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            lock.release().await;
+            return Err(ApiError::NotFound);
+        }
+        Err(e) => {
+            lock.release().await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = require_alive(&video).and_then(|()| check_offset(&video)) {
+        lock.release().await;
+        return Err(e);
+    }
+    let ingested = ingest(
+        &state,
+        video.id,
+        offset,
+        video.size(),
+        body,
+        checksum,
+        &lock,
+    )
+    .await;
+    let recorded = record_received(&state, video.id, offset, &ingested).await;
+    lock.release().await;
+    let (new_offset, recorded_expiry) = recorded?;
+    if let Some(error) = ingested.error {
+        return Err(error);
+    }
+    tracing::info!(upload.id = %video.id, offset_bytes = new_offset, "chunk accepted");
+    let mut out = HeaderMap::new();
+    out.insert("upload-offset", HeaderValue::from(new_offset));
+    if new_offset < video.size() {
+        // A PATCH that moved the offset set a new expiry; one that didn't
+        // leaves the session's.
+        let expires_at = match recorded_expiry {
+            Some(at) => Some(at),
+            None => state
+                .store
+                .aggregate(video.id)
+                .await?
+                .session
+                .map(|s| s.expires_at),
+        };
+        if let Some(at) = expires_at {
+            out.insert("upload-expires", http_date(at));
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, out).into_response())
+}
+
+async fn terminate(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    tus::require_resumable(&headers)?;
+    let video = owned_video(&state, user, &id).await?;
+    delete_video(&state, video.id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Marks the video DELETED (personal metadata leaves the projections) and
+/// enqueues the job that removes its objects. Idempotent: repeated on every
+/// call until it is through, since removing objects twice is harmless.
+pub async fn delete_video(state: &AppState, id: VideoId) -> ApiResult<()> {
+    let owner = state
+        .store
+        .append(id, |current| {
+            match current.video.as_ref().map(|v| (v.status, v.owner_id)) {
+                Some((VideoStatus::Deleted, owner)) => Ok((vec![], owner)),
+                Some((_, owner)) => Ok((vec![VideoEvent::Deleted], owner)),
+                None => Err("no such video".into()),
+            }
+        })
+        .await
+        .map_err(append_failed)?;
+    // A deleted video is nobody's profile video any more.
+    super::profile::clear_if_current(state, owner, id).await?;
+    publish_job(
+        state,
+        JobHeader {
+            video: id,
+            kind: JobKind::Delete,
+        },
+    )
+    .await?;
+    tracing::info!(upload.id = %id, "video deleted");
+    Ok(())
+}
+
+fn expiry(state: &AppState) -> DateTime<Utc> {
+    Utc::now() + state.upload.expiry
+}
+
+/// Records the confirmed offset of a PATCH if it moved; returns the offset
+/// and, when it moved, the upload's new expiry.
+async fn record_received(
+    state: &AppState,
+    id: VideoId,
+    start: u64,
+    ingested: &Ingested,
+) -> ApiResult<(u64, Option<DateTime<Utc>>)> {
+    let confirmed = ingested.confirmed;
+    if confirmed == start {
+        return Ok((start, None));
+    }
+    let expires_at = expiry(state);
+    state
+        .store
+        .append(id, |current| {
+            let video = current.video.as_ref().ok_or("no such video")?;
+            if video.received() != start {
+                return Err(format!(
+                    "offset moved from {start} to {} under the lock",
+                    video.received()
+                ));
+            }
+            Ok((
+                vec![VideoEvent::BytesReceived {
+                    received_bytes: confirmed,
+                    expires_at,
+                }],
+                (confirmed, Some(expires_at)),
+            ))
+        })
+        .await
+        .map_err(append_failed)
+}
+
+/// Publishes one job and waits for the broker's confirm; 503 if it can't.
+async fn publish_job(state: &AppState, header: JobHeader) -> ApiResult<()> {
+    state
+        .publisher
+        .publish_confirmed(header)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "publishing a job failed");
+            ApiError::Unavailable("the message broker is unavailable; retry later")
+        })
+}
+
+fn append_failed(e: AppendError) -> ApiError {
+    match e {
+        AppendError::Rejected(why) => ApiError::Internal(anyhow::anyhow!("event rejected: {why}")),
+        AppendError::Conflict => ApiError::Locked,
+        AppendError::Database(e) => e.into(),
+    }
+}
