@@ -1,0 +1,686 @@
+//! Chunk jobs: an upload's bytes, in order, into an S3 multipart upload.
+//!
+//! Bytes sit in an in-memory buffer (backed by unacked messages) until a part
+//! is full; the part is uploaded, `PartStored` committed with the SHA-256
+//! midstate, and only then are the messages acked. A buffer that can't wait
+//! (idle, or the prefetch window filling) is staged to an S3 object first.
+//! See docs/architecture.md.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use object_store::{
+    ObjectStoreExt, PutPayload,
+    multipart::{MultipartStore, PartId},
+    path::Path,
+};
+use reelay_shared::{
+    VideoId,
+    domain::{StagedSegment, StoredPart, VideoEvent},
+    hashing,
+    store::{Aggregate, AppendError},
+};
+use sha2::{Digest, Sha256};
+use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+
+use super::Context;
+
+/// Why a step stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// S3 kept failing past the retries: the video fails, its messages go
+    /// to the dead-letter queue.
+    #[error("S3 {step} failed: {source}")]
+    Storage {
+        step: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+    /// Postgres failed, or another writer moved the video on: drop what is
+    /// in memory and let redelivery start again from the committed state.
+    #[error(transparent)]
+    State(#[from] AppendError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// What a chunk did to the upload's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// New bytes; the message stays unacked until they are durable.
+    Buffered,
+    /// Bytes we already have (a resend or redelivery): ack now.
+    Duplicate,
+    /// Bytes past what we have. Held (unacked) until the bytes before them
+    /// arrive: a redelivery may come out of order, or, if the broker refused
+    /// an earlier chunk, the client resends it and these become duplicates.
+    Ahead { expected: u64 },
+}
+
+/// Bytes held in memory, as the message bodies they came in (no copies).
+#[derive(Default)]
+struct Buffer {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Buffer {
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// Takes the first `n` bytes (splitting a chunk if needed).
+    fn take(&mut self, mut n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some(mut front) = self.chunks.pop_front() else {
+                break;
+            };
+            if front.len() > n {
+                let rest = front.split_off(n);
+                self.chunks.push_front(rest);
+            }
+            n -= front.len();
+            self.len -= front.len();
+            out.push(front);
+        }
+        out
+    }
+}
+
+/// One upload in a worker's memory.
+pub struct Upload {
+    pub video: VideoId,
+    size: u64,
+    part_size: u64,
+    key: Path,
+    multipart_id: Option<String>,
+    /// The whole original is stored and `Uploaded` committed.
+    completed: bool,
+    parts: Vec<StoredPart>,
+    staged: Vec<StagedSegment>,
+    /// End of the bytes durable in parts and staged segments.
+    durable: u64,
+    /// SHA-256 of `[0, durable)`.
+    hasher: Sha256,
+    buffer: Buffer,
+    /// Unacked deliveries and the offset up to which each one's bytes reach.
+    pending: Vec<(u64, u64)>,
+    /// Chunks that arrived ahead of a gap, by offset, with their delivery tag.
+    ahead: BTreeMap<u64, (u64, Bytes)>,
+    /// Parts being uploaded, oldest first; committed in this order.
+    in_flight: VecDeque<InFlight>,
+    pub last_chunk_at: Instant,
+}
+
+/// Parts of one upload sent to S3 at once. Each holds its bytes (no copy:
+/// the same buffers as the unacked messages), so prefetch still bounds memory.
+pub const PARTS_IN_FLIGHT: usize = 3;
+
+/// A part whose upload runs in a task; committed when it reaches the front.
+struct InFlight {
+    number: u32,
+    end: u64,
+    tail: Vec<Bytes>,
+    staged: Vec<StagedSegment>,
+    task: JoinHandle<Result<String, object_store::Error>>,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Dropped state (a failure, a consumer restart) leaves no task
+        // behind; redelivery uploads those parts again.
+        for part in &self.in_flight {
+            part.task.abort();
+        }
+    }
+}
+
+/// The result of loading an upload from Postgres.
+pub enum Loaded {
+    Active(Box<Upload>),
+    /// Unknown, finished, failed or deleted: chunks for it are dropped.
+    Closed,
+}
+
+impl Upload {
+    pub fn load(ctx: &Context, video: VideoId, aggregate: &Aggregate) -> Result<Loaded, StepError> {
+        let (Some(v), Some(session)) = (&aggregate.video, &aggregate.session) else {
+            return Ok(Loaded::Closed);
+        };
+        if !v.status.accepts_bytes() {
+            return Ok(Loaded::Closed);
+        }
+        let hasher =
+            hashing::restore(&session.hash_state).map_err(|e| StepError::Corrupt(e.to_string()))?;
+        Ok(Loaded::Active(Box::new(Self {
+            video,
+            size: v.size(),
+            part_size: session.part_size_bytes as u64,
+            key: Path::from(ctx.storage.original_key(video)),
+            multipart_id: session.multipart_id.clone(),
+            completed: false,
+            parts: session.parts.0.clone(),
+            staged: session.staged.0.clone(),
+            durable: session.durable_bytes as u64,
+            hasher,
+            buffer: Buffer::default(),
+            pending: Vec::new(),
+            ahead: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            last_chunk_at: Instant::now(),
+        })))
+    }
+
+    /// End of the bytes durable or handed to a part upload.
+    fn assigned(&self) -> u64 {
+        self.in_flight.back().map_or(self.durable, |p| p.end)
+    }
+
+    /// Bytes durable, being uploaded, or buffered.
+    fn have(&self) -> u64 {
+        self.assigned() + self.buffer.len as u64
+    }
+
+    /// End offset of the part being filled.
+    fn part_end(&self) -> u64 {
+        ((self.parts.len() + self.in_flight.len()) as u64 + 1)
+            .saturating_mul(self.part_size)
+            .min(self.size)
+    }
+
+    /// Part uploads still running or not yet committed.
+    pub fn parts_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Deliveries held unacked.
+    pub fn pending(&self) -> usize {
+        self.pending.len() + self.ahead.len()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buffer.len
+    }
+
+    /// Takes a chunk at `offset` delivered with `tag`; then any held chunks
+    /// it makes contiguous.
+    pub fn accept(&mut self, tag: u64, offset: u64, data: Bytes) -> Accepted {
+        self.last_chunk_at = Instant::now();
+        let have = self.have();
+        if offset > have {
+            self.ahead.insert(offset, (tag, data));
+            return Accepted::Ahead { expected: have };
+        }
+        let accepted = self.accept_contiguous(tag, offset, data);
+        loop {
+            let have = self.have();
+            let Some(entry) = self.ahead.first_entry() else {
+                break;
+            };
+            if *entry.key() > have {
+                break;
+            }
+            let (offset, (tag, data)) = entry.remove_entry();
+            if self.accept_contiguous(tag, offset, data) == Accepted::Duplicate {
+                // Its bytes came again in between: nothing of it is needed.
+                self.pending.push((tag, 0));
+            }
+        }
+        accepted
+    }
+
+    fn accept_contiguous(&mut self, tag: u64, offset: u64, mut data: Bytes) -> Accepted {
+        if self.size == 0 {
+            // The one empty chunk of an empty upload: held until the empty
+            // object is stored.
+            self.pending.push((tag, 0));
+            return Accepted::Buffered;
+        }
+        let have = self.have();
+        let skip = (have - offset) as usize;
+        if skip >= data.len() {
+            return Accepted::Duplicate;
+        }
+        let data = data.split_off(skip);
+        let room = self.size.saturating_sub(have) as usize;
+        if room == 0 {
+            return Accepted::Duplicate;
+        }
+        let data = if data.len() > room {
+            data.slice(..room)
+        } else {
+            data
+        };
+        self.buffer.push(data);
+        self.pending.push((tag, self.have()));
+        Accepted::Buffered
+    }
+
+    /// Deliveries whose bytes are all durable now; they leave `pending`.
+    pub fn ackable(&mut self) -> Vec<u64> {
+        let durable = self.durable;
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(_, end)| *end <= durable);
+        self.pending = keep;
+        done.into_iter().map(|(tag, _)| tag).collect()
+    }
+
+    /// Every delivery still held (to ack or dead-letter).
+    pub fn take_pending(&mut self) -> Vec<u64> {
+        let ahead = std::mem::take(&mut self.ahead);
+        self.pending
+            .drain(..)
+            .map(|(tag, _)| tag)
+            .chain(ahead.into_values().map(|(tag, _)| tag))
+            .collect()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.completed
+    }
+
+    /// Starts uploading every part the buffer can fill, up to
+    /// [`PARTS_IN_FLIGHT`] at once; each task sends `video` on `done` when it
+    /// ends. An empty upload is stored at once.
+    pub async fn start_ready_parts(
+        &mut self,
+        ctx: &Context,
+        done: &UnboundedSender<VideoId>,
+    ) -> Result<(), StepError> {
+        if self.size == 0 {
+            if !self.completed {
+                self.store_empty(ctx).await?;
+            }
+            return Ok(());
+        }
+        while self.in_flight.len() < PARTS_IN_FLIGHT
+            && self.assigned() < self.size
+            && self.have() >= self.part_end()
+        {
+            self.start_part(ctx, done).await?;
+        }
+        Ok(())
+    }
+
+    async fn store_empty(&mut self, ctx: &Context) -> Result<(), StepError> {
+        let s3 = &ctx.storage.s3;
+        ctx.retry
+            .run("put", || s3.put(&self.key, PutPayload::default()))
+            .await
+            .map_err(|source| StepError::Storage {
+                step: "put",
+                source,
+            })?;
+        let sha256 = hex::encode(Sha256::digest(b""));
+        ctx.store
+            .append(self.video, |current| {
+                require_open(current)?;
+                Ok((vec![VideoEvent::Uploaded { sha256 }], ()))
+            })
+            .await?;
+        self.completed = true;
+        Ok(())
+    }
+
+    async fn ensure_multipart(&mut self, ctx: &Context) -> Result<String, StepError> {
+        if let Some(id) = &self.multipart_id {
+            return Ok(id.clone());
+        }
+        let s3 = &ctx.storage.s3;
+        let id = ctx
+            .retry
+            .run("create_multipart", || s3.create_multipart(&self.key))
+            .await
+            .map_err(|source| StepError::Storage {
+                step: "create_multipart",
+                source,
+            })?;
+        let recorded = id.clone();
+        ctx.store
+            .append(self.video, |current| {
+                require_open(current)?;
+                match current
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.multipart_id.as_deref())
+                {
+                    None => Ok((
+                        vec![VideoEvent::MultipartStarted {
+                            multipart_id: recorded,
+                        }],
+                        (),
+                    )),
+                    Some(other) => Err(format!("multipart upload {other} already started")),
+                }
+            })
+            .await?;
+        self.multipart_id = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn start_part(
+        &mut self,
+        ctx: &Context,
+        done: &UnboundedSender<VideoId>,
+    ) -> Result<(), StepError> {
+        let multipart_id = self.ensure_multipart(ctx).await?;
+        let end = self.part_end();
+        let number = (self.parts.len() + self.in_flight.len()) as u32 + 1;
+        let tail = self.buffer.take((end - self.assigned()) as usize);
+        // Staging never runs while parts are in flight, so staged segments
+        // belong to the first part after them.
+        let staged = std::mem::take(&mut self.staged);
+        let mut body: Vec<Bytes> = Vec::with_capacity(staged.len() + tail.len());
+        for segment in &staged {
+            let path = Path::from(segment.key.as_str());
+            let bytes = ctx
+                .retry
+                .run("get_staged", || async {
+                    ctx.storage.s3.get(&path).await?.bytes().await
+                })
+                .await
+                .map_err(|source| StepError::Storage {
+                    step: "get_staged",
+                    source,
+                })?;
+            if bytes.len() as u64 != segment.len {
+                return Err(StepError::Corrupt(format!(
+                    "staged segment {} has {} bytes",
+                    segment.key,
+                    bytes.len()
+                )));
+            }
+            body.push(bytes);
+        }
+        body.extend(tail.iter().cloned());
+        let payload: PutPayload = body.into_iter().collect();
+        let (s3, key, retry, video, done) = (
+            ctx.storage.s3.clone(),
+            self.key.clone(),
+            ctx.retry,
+            self.video,
+            done.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let put = retry
+                .run("put_part", || {
+                    s3.put_part(&key, &multipart_id, number as usize - 1, payload.clone())
+                })
+                .await
+                .map(|part| part.content_id);
+            metrics::histogram!("reelay_part_upload_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let _ = done.send(video);
+            put
+        });
+        self.in_flight.push_back(InFlight {
+            number,
+            end,
+            tail,
+            staged,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Commits, in order, every part at the front whose upload has ended.
+    pub async fn commit_finished_parts(&mut self, ctx: &Context) -> Result<(), StepError> {
+        while self.in_flight.front().is_some_and(|p| p.task.is_finished()) {
+            let part = self.in_flight.pop_front().expect("checked above");
+            let put = part
+                .task
+                .await
+                .map_err(|e| StepError::Corrupt(format!("part upload task: {e}")))?;
+            self.commit_part(ctx, part.number, part.end, part.tail, part.staged, put)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_part(
+        &mut self,
+        ctx: &Context,
+        number: u32,
+        end: u64,
+        tail: Vec<Bytes>,
+        staged: Vec<StagedSegment>,
+        put: Result<String, object_store::Error>,
+    ) -> Result<(), StepError> {
+        let is_last = end == self.size;
+        let etag = match put {
+            Ok(etag) => etag,
+            // After a crash between completing and committing, the
+            // multipart upload is gone but the object is whole.
+            Err(source) if is_last && self.object_is_whole(ctx).await => {
+                tracing::info!(upload.id = %self.video, error = %source, "multipart already completed");
+                String::new()
+            }
+            Err(source) => {
+                return Err(StepError::Storage {
+                    step: "put_part",
+                    source,
+                });
+            }
+        };
+        for bytes in &tail {
+            self.hasher.update(bytes);
+        }
+        let part = StoredPart { number, etag };
+        let mut events = vec![VideoEvent::PartStored {
+            part: part.clone(),
+            stored_bytes: end,
+            hash_state: hashing::save(&self.hasher),
+        }];
+        if is_last {
+            if !part.etag.is_empty() {
+                self.complete_multipart(ctx, &part).await?;
+            }
+            events.push(VideoEvent::Uploaded {
+                sha256: hex::encode(self.hasher.clone().finalize()),
+            });
+        }
+        ctx.store
+            .append(self.video, |current| {
+                require_open(current)?;
+                let parts = current
+                    .session
+                    .as_ref()
+                    .map_or(0, |s| s.parts.0.len() as u32);
+                if parts + 1 != number {
+                    return Err(format!("part {number} is not next (have {parts})"));
+                }
+                Ok((events, ()))
+            })
+            .await?;
+        self.parts.push(part);
+        self.durable = end;
+        self.completed = is_last;
+        metrics::counter!("reelay_parts_stored_total").increment(1);
+        tracing::debug!(upload.id = %self.video, part = number, stored_bytes = end, "part stored");
+        remove_staged(ctx, staged).await;
+        Ok(())
+    }
+
+    async fn complete_multipart(&self, ctx: &Context, last: &StoredPart) -> Result<(), StepError> {
+        let multipart_id = self.multipart_id.clone().unwrap_or_default();
+        let ids: Vec<PartId> = self
+            .parts
+            .iter()
+            .chain(std::iter::once(last))
+            .map(|p| PartId {
+                content_id: p.etag.clone(),
+            })
+            .collect();
+        let s3 = &ctx.storage.s3;
+        let completed = ctx
+            .retry
+            .run("complete_multipart", || {
+                s3.complete_multipart(&self.key, &multipart_id, ids.clone())
+            })
+            .await;
+        match completed {
+            Err(source) if !self.object_is_whole(ctx).await => Err(StepError::Storage {
+                step: "complete_multipart",
+                source,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the buffer to a staging object so its messages can be acked.
+    pub async fn stage(&mut self, ctx: &Context) -> Result<(), StepError> {
+        if self.buffer.len == 0 || !self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let offset = self.durable;
+        let len = self.buffer.len as u64;
+        let chunks = self.buffer.take(self.buffer.len);
+        let key = ctx.storage.staging_key(self.video, offset);
+        let path = Path::from(key.as_str());
+        let payload: PutPayload = chunks.iter().cloned().collect();
+        let s3 = &ctx.storage.s3;
+        ctx.retry
+            .run("put_staged", || s3.put(&path, payload.clone()))
+            .await
+            .map_err(|source| StepError::Storage {
+                step: "put_staged",
+                source,
+            })?;
+        for bytes in &chunks {
+            self.hasher.update(bytes);
+        }
+        let segment = StagedSegment { offset, len, key };
+        let event = VideoEvent::SegmentStaged {
+            segment: segment.clone(),
+            hash_state: hashing::save(&self.hasher),
+        };
+        ctx.store
+            .append(self.video, |current| {
+                require_open(current)?;
+                let durable = current
+                    .session
+                    .as_ref()
+                    .map_or(0, |s| s.durable_bytes as u64);
+                if durable != offset {
+                    return Err(format!(
+                        "staging at {offset} but {durable} bytes are durable"
+                    ));
+                }
+                Ok((vec![event], ()))
+            })
+            .await?;
+        self.staged.push(segment);
+        self.durable += len;
+        metrics::counter!("reelay_segments_staged_total").increment(1);
+        tracing::debug!(upload.id = %self.video, offset_bytes = offset, size_bytes = len, "buffer staged");
+        Ok(())
+    }
+
+    async fn object_is_whole(&self, ctx: &Context) -> bool {
+        matches!(ctx.storage.s3.head(&self.key).await, Ok(meta) if meta.size == self.size)
+    }
+}
+
+fn require_open(current: &Aggregate) -> Result<(), String> {
+    match current.video.as_ref().map(|v| v.status) {
+        Some(status) if status.accepts_bytes() => Ok(()),
+        Some(status) => Err(format!("the video is {status:?}")),
+        None => Err("no such video".into()),
+    }
+}
+
+/// Staged segments are consumed once their part is committed; a failure
+/// here leaves litter for the reaper, not a wrong object.
+async fn remove_staged(ctx: &Context, staged: Vec<StagedSegment>) {
+    for segment in staged {
+        if let Err(e) = ctx
+            .storage
+            .s3
+            .delete(&Path::from(segment.key.as_str()))
+            .await
+        {
+            tracing::warn!(key = %segment.key, error = %e, "removing a staged segment failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(size: u64) -> Upload {
+        Upload {
+            video: VideoId::new(),
+            size,
+            part_size: 8,
+            key: Path::from("k"),
+            multipart_id: None,
+            completed: false,
+            parts: Vec::new(),
+            staged: Vec::new(),
+            durable: 0,
+            hasher: Sha256::new(),
+            buffer: Buffer::default(),
+            pending: Vec::new(),
+            ahead: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            last_chunk_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn chunks_out_of_order_or_repeated_end_as_one_contiguous_stream() {
+        let mut u = upload(12);
+        assert_eq!(
+            u.accept(1, 4, Bytes::from_static(b"efgh")),
+            Accepted::Ahead { expected: 0 }
+        );
+        assert_eq!(
+            u.accept(2, 0, Bytes::from_static(b"abcd")),
+            Accepted::Buffered
+        );
+        assert_eq!(u.buffered(), 8, "the held chunk joined once the gap filled");
+        assert_eq!(
+            u.accept(3, 2, Bytes::from_static(b"cdefgh")),
+            Accepted::Duplicate
+        );
+        assert_eq!(
+            u.accept(4, 6, Bytes::from_static(b"ghijkl")),
+            Accepted::Buffered
+        );
+        assert_eq!(u.buffered(), 12);
+        assert_eq!(u.buffer.take(12).concat(), b"abcdefghijkl");
+        assert_eq!(u.pending(), 3);
+    }
+
+    #[test]
+    fn a_chunk_is_acked_only_once_all_its_bytes_are_durable() {
+        let mut u = upload(12);
+        u.accept(1, 0, Bytes::from_static(b"abcdef"));
+        u.accept(2, 6, Bytes::from_static(b"ghijkl"));
+        u.durable = 8;
+        assert_eq!(u.ackable(), vec![1]);
+        u.durable = 12;
+        assert_eq!(u.ackable(), vec![2]);
+    }
+
+    #[test]
+    fn a_buffer_splits_chunks_at_the_boundary_asked() {
+        let mut buffer = Buffer::default();
+        buffer.push(Bytes::from_static(b"abcd"));
+        buffer.push(Bytes::from_static(b"efgh"));
+        let taken: Vec<u8> = buffer.take(6).concat();
+        assert_eq!(taken, b"abcdef");
+        assert_eq!(buffer.len, 2);
+        assert_eq!(buffer.take(10).concat(), b"gh");
+        assert_eq!(buffer.len, 0);
+    }
+}

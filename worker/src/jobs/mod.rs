@@ -1,0 +1,29 @@
+//! One file per job: chunk jobs build the original in S3, delete jobs
+//! remove a video's objects. `shard` consumes a queue and dispatches.
+
+pub mod chunks;
+pub mod delete;
+pub mod shard;
+pub mod verify;
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use reelay_shared::{mq::Publisher, storage::Storage, store::Store};
+
+use crate::{config::ModerationConfig, retry::RetryPolicy};
+
+/// What every job needs.
+pub struct Context {
+    pub store: Store,
+    pub storage: Storage,
+    pub retry: RetryPolicy,
+    pub stage_idle: Duration,
+    pub prefetch: u16,
+    /// Publishes verify jobs once an upload is whole.
+    pub publisher: Arc<Publisher>,
+    /// Set when a moderation webhook is configured.
+    pub moderation: Option<ModerationConfig>,
+    pub http: reqwest::Client,
+}

@@ -1,0 +1,320 @@
+//! Consumes one shard queue: dispatches each job, acks what is durable,
+//! dead-letters what failed for good, stages buffers that can't wait.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicRejectOptions},
+};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    domain::{Verification, VideoEvent},
+    mq::{JobHeader, JobKind},
+    store::AppendError,
+};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+use super::{
+    Context,
+    chunks::{Accepted, Loaded, StepError, Upload},
+    delete,
+};
+
+/// The consumer must start over from committed state (broker or Postgres
+/// trouble); everything held in memory is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("state: {0}")]
+    State(String),
+}
+
+pub struct Shard<'a> {
+    ctx: &'a Context,
+    channel: Channel,
+    uploads: HashMap<VideoId, Box<Upload>>,
+    /// Part upload tasks report here when they end; see [`Shard::part_done`].
+    parts_done: UnboundedSender<VideoId>,
+}
+
+impl<'a> Shard<'a> {
+    /// The shard and the receiver its part uploads report on.
+    pub fn new(ctx: &'a Context, channel: Channel) -> (Self, UnboundedReceiver<VideoId>) {
+        let (parts_done, reports) = mpsc::unbounded_channel();
+        let shard = Self {
+            ctx,
+            channel,
+            uploads: HashMap::new(),
+            parts_done,
+        };
+        (shard, reports)
+    }
+
+    /// A part upload of `video` ended: commit what is done, in order, ack
+    /// what became durable, and start the parts that were waiting.
+    pub async fn part_done(&mut self, video: VideoId) -> Result<(), ShardError> {
+        let Some(upload) = self.uploads.get_mut(&video) else {
+            return Ok(());
+        };
+        let mut result = upload.commit_finished_parts(self.ctx).await;
+        if result.is_ok() {
+            result = upload.start_ready_parts(self.ctx, &self.parts_done).await;
+        }
+        self.settle(video, result).await
+    }
+
+    pub async fn handle(&mut self, delivery: Delivery) -> Result<(), ShardError> {
+        let tag = delivery.delivery_tag;
+        let Some(header) = JobHeader::parse(&delivery.properties) else {
+            tracing::error!(
+                delivery.tag = tag,
+                "a message without a reelay job header; dead-lettering it"
+            );
+            return self.dead_letter(vec![tag]).await;
+        };
+        match header.kind {
+            JobKind::Chunk { offset } => {
+                self.chunk(tag, header.video, offset, Bytes::from(delivery.data))
+                    .await
+            }
+            JobKind::Delete => self.delete(tag, header.video).await,
+            JobKind::Verify => {
+                tracing::error!(upload.id = %header.video, "a verify job on a chunk queue; dead-lettering it");
+                self.dead_letter(vec![tag]).await
+            }
+        }
+    }
+
+    async fn chunk(
+        &mut self,
+        tag: u64,
+        video: VideoId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ShardError> {
+        if !self.uploads.contains_key(&video) {
+            let aggregate = self
+                .ctx
+                .store
+                .aggregate(video)
+                .await
+                .map_err(|e| ShardError::State(e.to_string()))?;
+            match Upload::load(self.ctx, video, &aggregate) {
+                Ok(Loaded::Active(upload)) => {
+                    self.uploads.insert(video, upload);
+                }
+                Ok(Loaded::Closed) => {
+                    // A worker that died between committing Uploaded and
+                    // publishing the verify job left this chunk unacked.
+                    let awaits_review = aggregate.video.as_ref().is_some_and(|v| {
+                        v.status == VideoStatus::Uploaded
+                            && v.verification == Verification::Unverified
+                    });
+                    if awaits_review {
+                        self.request_review(video).await?;
+                    }
+                    tracing::debug!(upload.id = %video, offset_bytes = offset, "chunk for a closed upload dropped");
+                    return self.ack(vec![tag]).await;
+                }
+                Err(e) => {
+                    // Unreadable stored state fails the video; this chunk
+                    // goes to the dead-letter queue with it.
+                    self.settle(video, Err(e)).await?;
+                    return self.dead_letter(vec![tag]).await;
+                }
+            }
+        }
+        let upload = self.uploads.get_mut(&video).expect("loaded above");
+        match upload.accept(tag, offset, data) {
+            Accepted::Buffered => {}
+            Accepted::Duplicate => return self.ack(vec![tag]).await,
+            Accepted::Ahead { expected } => {
+                tracing::info!(upload.id = %video, offset_bytes = offset, expected_bytes = expected, "chunk ahead of the stream held until the gap fills");
+                return self.relieve_pressure().await;
+            }
+        }
+        let result = upload.start_ready_parts(self.ctx, &self.parts_done).await;
+        self.settle(video, result).await?;
+        self.relieve_pressure().await
+    }
+
+    /// Acks what became durable, or handles the step's failure.
+    async fn settle(
+        &mut self,
+        video: VideoId,
+        result: Result<(), StepError>,
+    ) -> Result<(), ShardError> {
+        let error = match result {
+            Ok(()) => {
+                let Some(upload) = self.uploads.get_mut(&video) else {
+                    return Ok(());
+                };
+                let done = upload.ackable();
+                if upload.is_complete() {
+                    tracing::info!(upload.id = %video, "upload stored");
+                    let rest = upload.take_pending();
+                    self.uploads.remove(&video);
+                    // Before the last acks: if this fails, redelivery of
+                    // those chunks requests the review again.
+                    self.request_review(video).await?;
+                    self.ack(rest).await?;
+                }
+                return self.ack(done).await;
+            }
+            Err(e) => e,
+        };
+        match error {
+            StepError::Storage { .. } | StepError::Corrupt(_) => {
+                let pending = self
+                    .uploads
+                    .remove(&video)
+                    .map(|mut u| u.take_pending())
+                    .unwrap_or_default();
+                let reason = error.to_string();
+                tracing::error!(upload.id = %video, reason = %reason, "upload failed");
+                self.ctx
+                    .store
+                    .append(video, |current| match &current.video {
+                        Some(v) if !v.status.is_gone() => {
+                            Ok((vec![VideoEvent::Failed { reason }], ()))
+                        }
+                        _ => Ok((vec![], ())),
+                    })
+                    .await
+                    .map_err(|e| ShardError::State(e.to_string()))?;
+                self.dead_letter(pending).await
+            }
+            // The video was deleted (or otherwise closed) meanwhile: its
+            // bytes are not wanted any more.
+            StepError::State(AppendError::Rejected(why)) if self.is_closed(video).await? => {
+                tracing::info!(upload.id = %video, reason = %why, "upload closed while storing; dropping its chunks");
+                let pending = self
+                    .uploads
+                    .remove(&video)
+                    .map(|mut u| u.take_pending())
+                    .unwrap_or_default();
+                self.ack(pending).await
+            }
+            // Postgres trouble, or another writer moved the video on. Nacking
+            // just this upload's messages would let its later chunks overtake
+            // them; closing the channel returns everything unacked in order.
+            other => Err(ShardError::State(format!("upload {video}: {other}"))),
+        }
+    }
+
+    async fn delete(&mut self, tag: u64, video: VideoId) -> Result<(), ShardError> {
+        // Chunks before the delete no longer matter.
+        if let Some(mut upload) = self.uploads.remove(&video) {
+            let pending = upload.take_pending();
+            self.ack(pending).await?;
+        }
+        match delete::remove_objects(self.ctx, video).await {
+            Ok(()) => self.ack(vec![tag]).await,
+            Err(StepError::Storage { step, source }) => {
+                tracing::error!(upload.id = %video, step, error = %source, "deleting objects failed; dead-lettering the job");
+                self.dead_letter(vec![tag]).await
+            }
+            Err(e) => Err(ShardError::State(format!("deleting {video}: {e}"))),
+        }
+    }
+
+    /// Puts a verify job on the queue when moderation is configured.
+    async fn request_review(&self, video: VideoId) -> Result<(), ShardError> {
+        if self.ctx.moderation.is_none() {
+            return Ok(());
+        }
+        self.ctx
+            .publisher
+            .publish_confirmed(JobHeader {
+                video,
+                kind: JobKind::Verify,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the video takes no more bytes (deleted, failed, finished).
+    async fn is_closed(&self, video: VideoId) -> Result<bool, ShardError> {
+        let aggregate = self
+            .ctx
+            .store
+            .aggregate(video)
+            .await
+            .map_err(|e| ShardError::State(e.to_string()))?;
+        Ok(!aggregate.video.is_some_and(|v| v.status.accepts_bytes()))
+    }
+
+    /// Unacked messages held in memory across uploads.
+    fn unacked(&self) -> usize {
+        self.uploads.values().map(|u| u.pending()).sum()
+    }
+
+    /// Near the prefetch window, no new message arrives until some are
+    /// acked: stage the upload holding the most.
+    async fn relieve_pressure(&mut self) -> Result<(), ShardError> {
+        let high_water = usize::from(self.ctx.prefetch) * 3 / 4;
+        while self.unacked() >= high_water {
+            // Chunks held ahead of a gap can't be staged, nor buffers behind
+            // parts in flight: those are acked as the parts commit.
+            let Some(video) = self
+                .uploads
+                .iter()
+                .filter(|(_, u)| u.buffered() > 0 && u.parts_in_flight() == 0)
+                .max_by_key(|(_, u)| u.pending())
+                .map(|(v, _)| *v)
+            else {
+                return Ok(());
+            };
+            self.stage(video).await?;
+        }
+        Ok(())
+    }
+
+    /// Stages every buffer that saw no chunk for the idle time.
+    pub async fn stage_idle(&mut self) -> Result<(), ShardError> {
+        let idle: Vec<VideoId> = self
+            .uploads
+            .iter()
+            .filter(|(_, u)| {
+                u.buffered() > 0
+                    && u.parts_in_flight() == 0
+                    && u.last_chunk_at.elapsed() >= self.ctx.stage_idle
+            })
+            .map(|(v, _)| *v)
+            .collect();
+        for video in idle {
+            self.stage(video).await?;
+        }
+        Ok(())
+    }
+
+    async fn stage(&mut self, video: VideoId) -> Result<(), ShardError> {
+        let Some(upload) = self.uploads.get_mut(&video) else {
+            return Ok(());
+        };
+        let result = upload.stage(self.ctx).await;
+        self.settle(video, result).await
+    }
+
+    async fn ack(&self, tags: Vec<u64>) -> Result<(), ShardError> {
+        for tag in tags {
+            self.channel
+                .basic_ack(tag, BasicAckOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, tags: Vec<u64>) -> Result<(), ShardError> {
+        for tag in tags {
+            self.channel
+                .basic_reject(tag, BasicRejectOptions { requeue: false })
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Verify jobs: send an uploaded video to the moderation webhook and record
+//! the decision if its answer carries one. The body is JSON with the video
+//! id and a presigned link, signed with HMAC-SHA256 (`x-reelay-signature`).
+//! While the webhook is down the job retries with backoff; past the retries
+//! it goes to the dead-letter queue and the video stays pending_review.
+
+use std::time::Duration;
+
+use object_store::signer::Signer;
+use reelay_shared::{
+    VideoId, VideoStatus,
+    domain::{Moderator, Verification, VideoEvent},
+    signing,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Context, chunks::StepError};
+use crate::{config::ModerationConfig, retry::RetryPolicy};
+
+/// How a verify job ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reviewed {
+    /// Sent (and decided, if the webhook answered with a decision), or
+    /// nothing to do.
+    Done,
+    /// The webhook stayed down or refused the request: dead-letter it.
+    GaveUp(String),
+}
+
+/// What the webhook may answer.
+#[derive(Deserialize)]
+struct Answer {
+    decision: Option<String>,
+    reason: Option<String>,
+}
+
+pub async fn review(
+    ctx: &Context,
+    moderation: &ModerationConfig,
+    video: VideoId,
+) -> Result<Reviewed, StepError> {
+    let aggregate = ctx.store.aggregate(video).await?;
+    let Some(v) = aggregate.video else {
+        return Ok(Reviewed::Done);
+    };
+    let reviewable = matches!(v.status, VideoStatus::Uploaded | VideoStatus::Ready)
+        && matches!(
+            v.verification,
+            Verification::Unverified | Verification::PendingReview
+        );
+    if !reviewable {
+        return Ok(Reviewed::Done);
+    }
+    if v.verification == Verification::Unverified {
+        ctx.store
+            .append(video, |current| {
+                match current.video.as_ref().map(|v| v.verification) {
+                    Some(Verification::Unverified) => Ok((vec![VideoEvent::ReviewRequested], ())),
+                    _ => Ok((vec![], ())),
+                }
+            })
+            .await?;
+    }
+    let path = object_store::path::Path::from(ctx.storage.original_key(video));
+    let url = ctx
+        .storage
+        .s3
+        .signed_url(reqwest::Method::GET, &path, moderation.link_ttl)
+        .await
+        .map_err(|source| StepError::Storage {
+            step: "presign",
+            source,
+        })?;
+    let body = serde_json::to_vec(&json!({ "video_id": video, "url": url.as_str() }))
+        .expect("JSON of strings");
+    let signature = signing::sign(&moderation.secret, &body);
+    let policy = RetryPolicy {
+        attempts: moderation.retries,
+        base: moderation.retry_base,
+    };
+    let sent = policy
+        .run("moderation_webhook", || async {
+            let response = ctx
+                .http
+                .post(&moderation.webhook_url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(signing::SIGNATURE_HEADER, &signature)
+                .timeout(Duration::from_secs(30))
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| format!("unreachable: {e}"))?;
+            let status = response.status();
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(format!("answered {status}"));
+            }
+            Ok(response)
+        })
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(why) => return Ok(Reviewed::GaveUp(format!("moderation webhook {why}"))),
+    };
+    if !response.status().is_success() {
+        return Ok(Reviewed::GaveUp(format!(
+            "moderation webhook refused: {}",
+            response.status()
+        )));
+    }
+    let answer: Option<Answer> = response.json().await.ok();
+    let decision = match answer.as_ref().and_then(|a| a.decision.as_deref()) {
+        Some("verified") => Verification::Verified,
+        Some("rejected") => Verification::Rejected,
+        // No decision yet: it comes later on POST /v1/moderation/{id}.
+        _ => return Ok(Reviewed::Done),
+    };
+    let reason = answer.and_then(|a| a.reason);
+    ctx.store
+        .append(video, |current| match current.video.as_ref() {
+            Some(v) if v.status != VideoStatus::Deleted => Ok((
+                vec![VideoEvent::Moderated {
+                    verification: decision,
+                    reason,
+                    by: Moderator::Webhook,
+                }],
+                (),
+            )),
+            _ => Ok((vec![], ())),
+        })
+        .await?;
+    tracing::info!(upload.id = %video, verification = ?decision, "moderation decided");
+    Ok(Reviewed::Done)
+}

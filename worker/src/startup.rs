@@ -1,0 +1,293 @@
+//! Builds the worker and runs one consumer per shard queue until shutdown,
+//! reconnecting (with everything in memory dropped) when the broker or
+//! Postgres fails.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use lapin::{
+    Connection,
+    options::{BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use reelay_shared::{
+    mq,
+    mq::{JobHeader, JobKind, Publisher, Topology},
+    storage::Storage,
+    store::Store,
+    telemetry,
+};
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{
+    config::WorkerConfig,
+    jobs::{
+        Context,
+        shard::{Shard, ShardError},
+    },
+    retry::RetryPolicy,
+};
+
+pub struct Worker {
+    context: Arc<Context>,
+    topology: Topology,
+    amqp_url: String,
+    replica: String,
+    http: Option<tokio::net::TcpListener>,
+}
+
+impl Worker {
+    /// Connects to PostgreSQL (running migrations) and builds the S3 client.
+    /// The broker is connected in `run_until_stopped`, and again after loss.
+    pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database)
+            .await
+            .context("connecting to PostgreSQL")?;
+        store.migrate().await.context("running migrations")?;
+        let storage = Storage::new(&config.s3).context("building the S3 client")?;
+        let http = match config.http_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            context: Arc::new(Context {
+                store,
+                storage,
+                retry: RetryPolicy {
+                    attempts: config.s3_retries,
+                    base: config.s3_retry_base,
+                },
+                stage_idle: config.stage_idle,
+                prefetch: config.prefetch,
+                publisher: Arc::new(Publisher::new(
+                    config.amqp.url.clone(),
+                    format!("{}-publisher", config.replica),
+                    Topology::new(&config.amqp),
+                )),
+                moderation: config.moderation,
+                http: reqwest::Client::new(),
+            }),
+            topology: Topology::new(&config.amqp),
+            amqp_url: config.amqp.url,
+            replica: config.replica,
+            http,
+        })
+    }
+
+    pub fn http_port(&self) -> Option<u16> {
+        self.http
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        if let Some(listener) = self.http {
+            let stop = stop.clone();
+            let metrics = telemetry::metrics_handle();
+            let router = axum::Router::new()
+                .route("/healthz", axum::routing::get(|| async { "ok" }))
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || async move { metrics.render() }),
+                );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped(stop))
+                    .await;
+            });
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            match run_connection(
+                &self.context,
+                &self.topology,
+                &self.amqp_url,
+                &self.replica,
+                stop.clone(),
+            )
+            .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consumers stopped; reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(stop.clone()) => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// One broker connection with a consumer per shard. Returns Ok on shutdown,
+/// Err when the connection or any consumer failed.
+async fn run_connection(
+    context: &Arc<Context>,
+    topology: &Topology,
+    url: &str,
+    replica: &str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let connection = mq::connect(url, replica)
+        .await
+        .context("connecting to the broker")?;
+    let setup = connection.create_channel().await?;
+    topology.declare(&setup).await.context("declaring queues")?;
+    tracing::info!(replica, shards = topology.shards, "consuming chunk queues");
+    let mut consumers = JoinSet::new();
+    for shard in 0..topology.shards {
+        let context = context.clone();
+        let queue = topology.chunk_queue(shard);
+        let tag = format!("{replica}.{shard}");
+        let channel = connection.create_channel().await?;
+        consumers.spawn(consume(context, channel, queue, tag, stop.clone()));
+    }
+    if context.moderation.is_some() {
+        let channel = connection.create_channel().await?;
+        consumers.spawn(consume_verify(
+            context.clone(),
+            channel,
+            topology.verify_queue(),
+            format!("{replica}.verify"),
+            stop.clone(),
+        ));
+    }
+    let result = match consumers.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(anyhow::anyhow!("consumer task panicked: {e}")),
+        None => Ok(()),
+    };
+    consumers.shutdown().await;
+    close(connection).await;
+    result
+}
+
+/// Closing the connection returns every unacked message to its queue, in order.
+async fn close(connection: Connection) {
+    let _ = connection.close(200, "worker stopping".into()).await;
+}
+
+async fn consume(
+    context: Arc<Context>,
+    channel: lapin::Channel,
+    queue: String,
+    tag: String,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut deliveries = subscribe(&channel, &queue, &tag, context.prefetch).await?;
+    let (mut shard, mut parts_done) = Shard::new(&context, channel.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = stopped(stop.clone()) => return Ok(()),
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(delivery)) => shard.handle(delivery).await.map_err(|e| shard_failed(&queue, e))?,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
+            },
+            Some(video) = parts_done.recv() => shard.part_done(video).await.map_err(|e| shard_failed(&queue, e))?,
+            _ = tick.tick() => shard.stage_idle().await.map_err(|e| shard_failed(&queue, e))?,
+        }
+    }
+}
+
+/// Verify jobs: a few at a time, in any order; each ends acked, or
+/// dead-lettered when the webhook stayed down past its retries.
+async fn consume_verify(
+    context: Arc<Context>,
+    channel: lapin::Channel,
+    queue: String,
+    tag: String,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use lapin::options::{BasicAckOptions, BasicRejectOptions};
+    let moderation = context
+        .moderation
+        .clone()
+        .expect("only consumed with moderation on");
+    let mut deliveries = subscribe(&channel, &queue, &tag, 4).await?;
+    loop {
+        let delivery = tokio::select! {
+            () = stopped(stop.clone()) => return Ok(()),
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
+            },
+        };
+        let tag = delivery.delivery_tag;
+        let video = match JobHeader::parse(&delivery.properties) {
+            Some(JobHeader {
+                video,
+                kind: JobKind::Verify,
+            }) => video,
+            _ => {
+                tracing::error!(delivery.tag = tag, "not a verify job; dead-lettering it");
+                channel
+                    .basic_reject(tag, BasicRejectOptions { requeue: false })
+                    .await?;
+                continue;
+            }
+        };
+        match crate::jobs::verify::review(&context, &moderation, video).await {
+            Ok(crate::jobs::verify::Reviewed::Done) => {
+                channel.basic_ack(tag, BasicAckOptions::default()).await?
+            }
+            Ok(crate::jobs::verify::Reviewed::GaveUp(why)) => {
+                tracing::warn!(upload.id = %video, reason = %why, "moderation request dead-lettered; the video stays pending_review");
+                channel
+                    .basic_reject(tag, BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reviewing {video}"))),
+        }
+    }
+}
+
+fn shard_failed(queue: &str, e: ShardError) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!("consumer of {queue}"))
+}
+
+/// Consumes `queue` with manual acks and at most `prefetch` unacked messages.
+async fn subscribe(
+    channel: &lapin::Channel,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer, lapin::Error> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Resolves once shutdown was asked for.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
