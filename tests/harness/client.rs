@@ -1,0 +1,116 @@
+//! A raw HTTP client for the protocol-level tests (the end-to-end tests use
+//! the real tuspy client instead).
+
+use reelay_shared::VideoId;
+use reqwest::{Body, Response, StatusCode};
+
+pub struct Tus {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Tus {
+    pub fn new(base: &str, token: String) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, id: VideoId) -> String {
+        format!("{}/files/{id}", self.base)
+    }
+
+    /// POST /files with `Upload-Length`; returns the new video id.
+    pub async fn create(&self, length: u64) -> VideoId {
+        let response = self
+            .http
+            .post(format!("{}/files/", self.base))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", length)
+            .header("upload-metadata", "filename dGVzdC5tcDQ=,title VGVzdA==")
+            .send()
+            .await
+            .expect("POST /files");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        VideoId::parse(location.rsplit('/').next().expect("an id")).expect("a uuid")
+    }
+
+    pub async fn head(&self, id: VideoId) -> Response {
+        self.http
+            .head(self.url(id))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .expect("HEAD")
+    }
+
+    /// The upload's offset as HEAD reports it.
+    pub async fn offset(&self, id: VideoId) -> u64 {
+        let response = self.head(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()["upload-offset"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("a number")
+    }
+
+    /// A PATCH with the standard headers; `extra` adds or overrides.
+    pub fn patch(
+        &self,
+        id: VideoId,
+        offset: u64,
+        body: impl Into<Body>,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .patch(self.url(id))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset)
+            .body(body)
+    }
+
+    /// PATCHes `data` from `offset` in requests of `chunk` bytes.
+    pub async fn upload_from(&self, id: VideoId, data: &[u8], mut offset: usize, chunk: usize) {
+        while offset < data.len() {
+            let end = (offset + chunk).min(data.len());
+            let response = self
+                .patch(id, offset as u64, data[offset..end].to_vec())
+                .send()
+                .await
+                .expect("PATCH");
+            assert_eq!(
+                response.status(),
+                StatusCode::NO_CONTENT,
+                "{}",
+                response.text().await.unwrap_or_default()
+            );
+            offset = end;
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.http
+    }
+}

@@ -1,0 +1,77 @@
+//! Failures are explicit: a broker outage is a 503 that moves nothing, an
+//! S3 outage past the retries fails the video and dead-letters its chunks.
+
+use std::time::Duration;
+
+use reelay_shared::VideoStatus;
+use reelay_tests::{MIB, TestEnv, client::Tus, proxy::Proxy, random_bytes, wait_until};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_a_patch_gets_503_and_the_offset_stays() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut config = env.api_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let api = env.spawn_api_with(config).await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let id = tus.create(10 * MIB as u64).await;
+    tus.upload_from(id, &random_bytes(MIB), 0, MIB).await;
+    let events_before = env.store.events(id).await.expect("history").len();
+
+    proxy.cut();
+    let response = tus
+        .patch(id, MIB as u64, random_bytes(2 * MIB))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(tus.offset(id).await, MIB as u64, "the offset did not move");
+    assert_eq!(
+        env.store.events(id).await.expect("history").len(),
+        events_before
+    );
+
+    let ready = reqwest::get(format!("{}/readyz", api.address))
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness reports the broker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_s3_keeps_failing_the_video_fails_and_its_chunks_are_dead_lettered() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let mut config = env.worker_config();
+    config.s3.bucket = format!("no-such-bucket-{}", env.id);
+    let _worker = env.spawn_worker_with(config).await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let id = tus.create(6 * MIB as u64).await;
+    tus.upload_from(id, &random_bytes(6 * MIB), 0, 3 * MIB)
+        .await;
+
+    let video = env
+        .wait_for_status(id, VideoStatus::Failed, Duration::from_secs(60))
+        .await;
+    let reason = video.failure_reason.expect("a reason");
+    assert!(reason.contains("S3"), "the reason names S3: {reason}");
+    let dead = wait_until(Duration::from_secs(10), || async {
+        env.queue_depth(&env.topology.dead_letter_queue()).await >= 1
+    })
+    .await;
+    assert!(dead, "the failed chunks are in the dead-letter queue");
+
+    let head = tus.head(id).await;
+    assert_eq!(
+        head.status(),
+        StatusCode::GONE,
+        "a failed upload takes no more bytes"
+    );
+    let history = env.store.events(id).await.expect("history");
+    assert_eq!(history.last().expect("events").kind, "failed");
+}

@@ -1,0 +1,17 @@
+//! Integration tests against the real PostgreSQL, RabbitMQ, Redis and Garage.
+
+mod auth;
+mod authorization;
+mod bad_input;
+mod concurrency;
+mod failures;
+mod moderation;
+mod onboarding;
+mod profile;
+mod projections;
+mod resume;
+mod staging;
+mod termination;
+mod tus_client;
+mod videos;
+mod worker_crash;

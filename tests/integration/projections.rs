@@ -1,0 +1,67 @@
+//! Rebuilding the projections from the event log gives the live rows.
+
+use std::time::Duration;
+
+use reelay_shared::VideoStatus;
+use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes};
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_projections_from_the_log_gives_exactly_the_live_ones() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let worker = env.spawn_worker().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+
+    // One finished, one part-way (parts and a staged segment), one deleted,
+    // one created and never written.
+    let done = tus.create(7 * MIB as u64).await;
+    tus.upload_from(done, &random_bytes(7 * MIB), 0, 2 * MIB)
+        .await;
+    let partial = tus.create(20 * MIB as u64).await;
+    tus.upload_from(partial, &random_bytes(8 * MIB), 0, 4 * MIB)
+        .await;
+    let deleted = tus.create(3 * MIB as u64).await;
+    tus.upload_from(deleted, &random_bytes(MIB), 0, MIB).await;
+    let _pending = tus.create(MIB as u64).await;
+    env.wait_for_status(done, VideoStatus::Uploaded, Duration::from_secs(60))
+        .await;
+    let staged = reelay_tests::wait_until(Duration::from_secs(20), || async {
+        env.store
+            .events(partial)
+            .await
+            .expect("history")
+            .iter()
+            .any(|e| e.kind == "segment_staged")
+    })
+    .await;
+    assert!(staged, "the idle partial upload was staged");
+    let response = tus
+        .raw()
+        .delete(tus.url(deleted))
+        .bearer_auth(&tus.token)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(response.status(), 204);
+    let removed = reelay_tests::wait_until(Duration::from_secs(20), || async {
+        env.store
+            .events(deleted)
+            .await
+            .expect("history")
+            .iter()
+            .any(|e| e.kind == "objects_removed")
+    })
+    .await;
+    assert!(removed);
+    worker.stop().await;
+
+    let live = env.store.projections_snapshot().await.expect("snapshot");
+    assert_eq!(live["videos"].as_array().expect("rows").len(), 4);
+    let replayed = env.store.rebuild_projections().await.expect("rebuild");
+    assert!(replayed > 10);
+    let rebuilt = env.store.projections_snapshot().await.expect("snapshot");
+    assert_eq!(rebuilt, live);
+}
+
