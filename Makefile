@@ -1,0 +1,56 @@
+# The two set-up commands are `make up` and `make test`; see README.md.
+SHELL := /bin/bash
+
+# Development defaults; override any of them in the environment.
+export REELAY_JWT_SECRET ?= reelay-dev-secret
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
+export REELAY_LOG_FORMAT ?= pretty
+
+.PHONY: up test services build token bench bench-api rebuild-projections lint
+
+## Start (or install) every service, build, and run the api plus two
+## workers in the foreground. Ctrl-C stops them.
+up: services build
+	./scripts/run.sh
+
+## The same set-up, then every test of the workspace.
+test: services build
+	@if command -v cargo-nextest >/dev/null; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+services:
+	./scripts/services.sh
+
+build:
+	cargo build --bins
+
+## A bearer token: make token USER=<uuid> [ROLE=user|service|admin]
+## (a new user id if USER is not one).
+token:
+	@cargo build -q -p reelay-api --bin reelay-api
+	@user='$(USER)'; \
+	if ! [[ $$user =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$$ ]]; then \
+		user=$$(cat /proc/sys/kernel/random/uuid); echo "# user $$user" >&2; \
+	fi; \
+	./target/debug/reelay-api token --user $$user --role $(or $(ROLE),user)
+
+## Upload benchmark (reelay vs direct multipart to Garage); see BENCHMARKS.md.
+bench: services
+	cargo build --release --bins
+	./target/release/reelay-bench $(BENCH_ARGS)
+
+## Read-path load (batch links, status polling) with wrk; see BENCHMARKS.md.
+bench-api: services
+	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+	cargo build --release --bins
+	./target/release/reelay-api-bench $(BENCH_ARGS)
+
+rebuild-projections: build
+	./target/debug/reelay-worker rebuild-projections
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

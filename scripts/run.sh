@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the api and two worker replicas in the foreground with readable,
+# prefixed logs. Ctrl-C (or SIGTERM) stops all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${REELAY_BIN_DIR:-target/debug}
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+run() {
+  local name=$1; shift
+  ( env REELAY_REPLICA="$name" "$@" 2>&1 | sed -u "s/^/[$name] /" ) &
+  pids+=($!)
+}
+
+run api "$bin/reelay-api"
+run worker-1 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9101 "$bin/reelay-worker"
+run worker-2 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9102 "$bin/reelay-worker"
+echo "[run] api on http://${REELAY_HTTP_ADDR:-127.0.0.1:8080}, workers' metrics on :9101 and :9102; Ctrl-C stops"
+wait
