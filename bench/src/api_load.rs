@@ -1,0 +1,190 @@
+//! Read-path load: `POST /v1/links` for 500 users a request (service
+//! token) and `GET /v1/videos/{id}` status polling (owner token), each
+//! driven by wrk over loopback for a fixed time against a release api.
+//! Prints requests/s and latency percentiles as wrk measured them.
+//!
+//! The videos and profiles are recorded straight in the event log (the
+//! read path does not care how they got there); links are presigned
+//! locally, so Garage is not involved.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use reelay_bench::{BenchEnv, spawn, token, wait_ready};
+use reelay_shared::{
+    UserId, VideoId,
+    config::DatabaseConfig,
+    domain::{ProfileEvent, VideoEvent},
+    storage::Storage,
+    store::Store,
+};
+use tokio::process::Command;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(about = "reelay read-path load: batch links and status polling, with wrk")]
+struct Args {
+    /// Seconds of load per endpoint.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Open connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Users per batch-link request.
+    #[arg(long, default_value_t = 500)]
+    users: usize,
+    #[arg(long, default_value = "target/release")]
+    bin_dir: String,
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bench = BenchEnv::create(&args.postgres).await?;
+    let env = bench.process_env();
+    let mut api = spawn(&format!("{}/reelay-api", args.bin_dir), &env, "api")?;
+    let base = bench.base_url();
+    let result = async {
+        wait_ready(&base).await?;
+        let store = Store::connect(&DatabaseConfig {
+            url: bench.database_url.clone(),
+            max_connections: 4,
+        })
+        .await?;
+        let users = seed(&store, &bench.storage, args.users).await?;
+        let service = token(&args.bin_dir, &bench.secret, "service", Uuid::new_v4()).await?;
+        let (owner, video) = users[0];
+        let owner_token = token(&args.bin_dir, &bench.secret, "user", owner).await?;
+
+        let ids: Vec<String> = users.iter().map(|(u, _)| format!("\"{u}\"")).collect();
+        let links_script = format!(
+            "wrk.method = \"POST\"\nwrk.body = '{{\"user_ids\":[{}]}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {service}\"\n",
+            ids.join(",")
+        );
+        let status_script = format!("wrk.headers[\"Authorization\"] = \"Bearer {owner_token}\"\n");
+        println!(
+            "endpoint                               requests/s      p50       p99   non-2xx   (wrk, {} connections, {} s, 2 threads)",
+            args.connections, args.seconds
+        );
+        for (name, path, script) in [
+            (format!("POST /v1/links ({} users)", users.len()), "/v1/links".to_owned(), links_script),
+            ("GET /v1/videos/{id}".to_owned(), format!("/v1/videos/{video}"), status_script),
+        ] {
+            let run = wrk(&format!("{base}{path}"), &script, args.connections, args.seconds).await?;
+            println!(
+                "{name:<36} {:>12.1} {:>8} {:>9} {:>9}",
+                run.requests_per_sec, run.p50, run.p99, run.non_2xx
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = api.kill().await;
+    bench.cleanup().await;
+    result
+}
+
+/// `count` users, each with an UPLOADED profile video, written to the log.
+async fn seed(
+    store: &Store,
+    storage: &Storage,
+    count: usize,
+) -> anyhow::Result<Vec<(Uuid, VideoId)>> {
+    let mut users = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user = Uuid::new_v4();
+        let video = VideoId::new();
+        let key = storage.original_key(video);
+        store
+            .append(video, |_| {
+                Ok((
+                    vec![
+                        VideoEvent::Created {
+                            owner_id: UserId(user),
+                            flow_id: Uuid::now_v7(),
+                            size_bytes: 1,
+                            part_size_bytes: 8 << 20,
+                            object_key: key,
+                            title: None,
+                            filename: None,
+                            filetype: None,
+                            upload_metadata: None,
+                            expires_at: chrono::Utc::now(),
+                            onboarding_position: None,
+                        },
+                        VideoEvent::Uploaded {
+                            sha256: "0".repeat(64),
+                        },
+                    ],
+                    (),
+                ))
+            })
+            .await?;
+        store
+            .append_profile(UserId(user), |_| {
+                Ok((
+                    vec![ProfileEvent::VideoSet {
+                        video_id: video,
+                        previous: None,
+                    }],
+                    (),
+                ))
+            })
+            .await?;
+        users.push((user, video));
+    }
+    Ok(users)
+}
+
+struct WrkRun {
+    requests_per_sec: f64,
+    p50: String,
+    p99: String,
+    non_2xx: u64,
+}
+
+async fn wrk(url: &str, script: &str, connections: u32, seconds: u64) -> anyhow::Result<WrkRun> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), script)?;
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(file.path())
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running wrk (make bench-api installs it)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(WrkRun {
+        requests_per_sec: field("Requests/sec:")
+            .context("wrk printed Requests/sec")?
+            .parse()?,
+        p50: field("50%").context("wrk printed the 50% latency")?,
+        p99: field("99%").context("wrk printed the 99% latency")?,
+        non_2xx: field("Non-2xx or 3xx responses:").map_or(Ok(0), |n| n.parse())?,
+    })
+}
