@@ -3,7 +3,6 @@
 //! upload_sessions) applied in the same transaction.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions, types::Json};
 use uuid::Uuid;
@@ -18,6 +17,15 @@ use crate::{
 
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The advisory lock that orders writers against a projection rebuild.
+/// Every append takes it shared as the first step of its transaction; a
+/// rebuild takes it exclusively. So a rebuild waits for the appends in
+/// flight and holds up new ones before they lock anything else, and the two
+/// can never deadlock on the row and table locks each takes afterwards
+/// (which they would, taken in opposite orders: an append locks its
+/// projection row, then the log; a rebuild, the log, then the projections).
+const PROJECTIONS_LOCK: i64 = 0x7265_656c_6179_0001;
 
 /// The `videos` projection.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -221,7 +229,7 @@ impl Store {
         id: VideoId,
         decide: impl FnOnce(&Aggregate) -> Result<(Vec<VideoEvent>, R), String>,
     ) -> Result<R, AppendError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_append(&self.pool).await?;
         let current = load(&mut tx, id, true).await?;
         let (events, out) = decide(&current).map_err(AppendError::Rejected)?;
         let mut version = current.video.as_ref().map_or(0, |v| v.version);
@@ -258,7 +266,7 @@ impl Store {
         user: UserId,
         decide: impl FnOnce(Option<&Profile>) -> Result<(Vec<ProfileEvent>, R), String>,
     ) -> Result<R, AppendError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_append(&self.pool).await?;
         let current: Option<Profile> =
             sqlx::query_as("SELECT * FROM profiles WHERE user_id = $1 FOR UPDATE")
                 .bind(user)
@@ -312,30 +320,47 @@ impl Store {
     }
 
     /// Empties the projections and replays the whole log into them, in one
-    /// transaction, so readers see either the old rows or the rebuilt ones.
+    /// transaction, so readers see either the old rows or the rebuilt ones
+    /// and are never blocked; appends wait until it commits.
     pub async fn rebuild_projections(&self) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("LOCK TABLE events IN SHARE MODE")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PROJECTIONS_LOCK)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("TRUNCATE upload_sessions, flows, profiles, videos")
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<(String, Uuid, i32, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id, version, payload, recorded_at FROM events ORDER BY seq",
+        // DELETE rather than TRUNCATE: TRUNCATE's exclusive table locks would
+        // block every reader until the replay ends.
+        sqlx::raw_sql(
+            "DELETE FROM profiles; DELETE FROM upload_sessions; DELETE FROM flows; DELETE FROM videos",
         )
-        .fetch(&mut *tx)
-        .try_collect()
+        .execute(&mut *tx)
         .await?;
-        let replayed = rows.len() as u64;
+        // Page through the log so memory does not grow with its length.
+        const PAGE: i64 = 1000;
         let unreadable = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
-        for (kind, id, version, payload, at) in rows {
-            if kind == "profile" {
-                let event: ProfileEvent = serde_json::from_value(payload).map_err(unreadable)?;
-                apply_profile(&mut tx, UserId(id), version, &event, at).await?;
-            } else {
-                let event: VideoEvent = serde_json::from_value(payload).map_err(unreadable)?;
-                apply(&mut tx, VideoId(id), version, &event, at).await?;
+        let (mut replayed, mut after) = (0u64, 0i64);
+        loop {
+            let rows: Vec<(i64, String, Uuid, i32, serde_json::Value, DateTime<Utc>)> =
+                sqlx::query_as(
+                    "SELECT seq, aggregate_type, aggregate_id, version, payload, recorded_at \
+                     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            replayed += rows.len() as u64;
+            for (_, kind, id, version, payload, at) in rows {
+                if kind == "profile" {
+                    let event: ProfileEvent =
+                        serde_json::from_value(payload).map_err(unreadable)?;
+                    apply_profile(&mut tx, UserId(id), version, &event, at).await?;
+                } else {
+                    let event: VideoEvent = serde_json::from_value(payload).map_err(unreadable)?;
+                    apply(&mut tx, VideoId(id), version, &event, at).await?;
+                }
             }
         }
         tx.commit().await?;
@@ -355,6 +380,17 @@ impl Store {
         .await?;
         Ok(snapshot)
     }
+}
+
+/// Starts an append's transaction: the shared side of [`PROJECTIONS_LOCK`]
+/// comes before any other lock.
+async fn begin_append(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(PROJECTIONS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// Appends one event with the next version of its aggregate; a version

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reelay_shared::VideoStatus;
+use reelay_shared::{UserId, VideoId, VideoStatus, domain::VideoEvent};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes};
 use uuid::Uuid;
 
@@ -65,3 +65,72 @@ async fn rebuilding_projections_from_the_log_gives_exactly_the_live_ones() {
     assert_eq!(rebuilt, live);
 }
 
+/// A rebuild used to take the log's lock and then the projections', while an
+/// append takes its projection row and then the log: under load the two
+/// deadlocked and one of them failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_while_videos_change_neither_deadlocks_nor_loses_an_event() {
+    let env = TestEnv::new().await;
+    let owner = UserId(Uuid::new_v4());
+    let mut videos = Vec::new();
+    for _ in 0..8 {
+        let id = VideoId::new();
+        env.store
+            .append(id, |_| Ok((vec![created(owner)], ())))
+            .await
+            .expect("created");
+        videos.push(id);
+    }
+
+    const EDITS: usize = 30;
+    let writers = videos.iter().map(|&id| {
+        let store = env.store.clone();
+        tokio::spawn(async move {
+            for n in 0..EDITS {
+                let edit = VideoEvent::DetailsUpdated {
+                    title: Some(format!("edit {n}")),
+                    description: None,
+                };
+                store
+                    .append(id, |_| Ok((vec![edit], ())))
+                    .await
+                    .expect("an append during a rebuild succeeds");
+            }
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    for _ in 0..5 {
+        env.store
+            .rebuild_projections()
+            .await
+            .expect("a rebuild during appends succeeds");
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    for &id in &videos {
+        let video = env.store.video(id).await.expect("read").expect("a row");
+        assert_eq!(video.version as usize, 1 + EDITS, "every append counted");
+        assert_eq!(video.title.as_deref(), Some("edit 29"));
+    }
+    let live = env.store.projections_snapshot().await.expect("snapshot");
+    env.store.rebuild_projections().await.expect("rebuild");
+    assert_eq!(env.store.projections_snapshot().await.expect("snapshot"), live);
+}
+
+fn created(owner: UserId) -> VideoEvent {
+    VideoEvent::Created {
+        owner_id: owner,
+        flow_id: Uuid::new_v4(),
+        size_bytes: 10,
+        part_size_bytes: 5 * MIB as u64,
+        object_key: "unused".into(),
+        title: None,
+        filename: None,
+        filetype: None,
+        upload_metadata: None,
+        expires_at: chrono::Utc::now(),
+        onboarding_position: None,
+    }
+}
