@@ -53,24 +53,29 @@ impl std::fmt::Display for UserId {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VideoStatus {
     /// Created by the api on tus creation; no byte confirmed yet. The reaper
-    /// fails it once its upload expires.
+    /// fails it when no byte came within `REELAY_PENDING_TIMEOUT_SECS`, or
+    /// once its upload expires.
     Pending,
     /// The api confirmed the first bytes; `uploaded_percentage` grows as the
-    /// worker stores parts. The reaper fails it once its upload expires.
+    /// worker stores parts. The reaper fails it (`expired`) once its upload
+    /// expires, and repairs it when confirmed bytes stopped reaching S3 (see
+    /// `ReceivedRewound`).
     Loading,
-    /// The worker completed the multipart upload: the original is whole in
-    /// S3 and its SHA-256 is known. The reaper leaves it alone.
+    /// The worker completed the multipart upload (or the reaper found it
+    /// complete): the original is whole in S3 and its SHA-256 is known. The
+    /// reaper leaves it alone.
     Uploaded,
     /// An fflow replica is encoding renditions (fflow issue).
     Encoding,
     /// Renditions are playable (fflow issue).
     Ready,
     /// Terminal: the worker gave up (S3 retries exhausted, a chunk gap) or the
-    /// reaper expired the upload; `failure_reason` says which.
+    /// reaper expired the upload; `failure_reason` says which. The reaper
+    /// aborts its unfinished multipart upload and removes its objects.
     Failed,
     /// Terminal: the owner terminated the upload or deleted the video; its
     /// title, description and filename are purged from the projections and
-    /// the worker removes its objects.
+    /// the worker removes its objects (the reaper, if that job died).
     Deleted,
 }
 
@@ -82,6 +87,24 @@ impl VideoStatus {
 
     pub fn is_gone(self) -> bool {
         matches!(self, Self::Failed | Self::Deleted)
+    }
+
+    /// The name, as in the API and in SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Loading => "LOADING",
+            Self::Uploaded => "UPLOADED",
+            Self::Encoding => "ENCODING",
+            Self::Ready => "READY",
+            Self::Failed => "FAILED",
+            Self::Deleted => "DELETED",
+        }
+    }
+
+    /// The owner's devices are told when a video gets here.
+    pub fn is_notified(self) -> bool {
+        matches!(self, Self::Uploaded | Self::Ready | Self::Failed)
     }
 }
 
@@ -191,9 +214,27 @@ pub enum VideoEvent {
     Deleted,
     /// The worker removed the video's objects from S3.
     ObjectsRemoved,
+    /// The reaper closed a failed upload's session: its multipart upload
+    /// aborted, its objects and Redis keys removed.
+    UploadAborted,
+    /// The reaper found confirmed bytes that never reached S3 (their chunks
+    /// were dead-lettered) and moved the offset back to what is durable, so
+    /// the client's next HEAD resumes from there.
+    ReceivedRewound { received_bytes: u64 },
 }
 
 impl VideoEvent {
+    /// The status a video has after this event, for the events that set one.
+    pub fn status_after(&self) -> Option<VideoStatus> {
+        match self {
+            Self::Created { .. } => Some(VideoStatus::Pending),
+            Self::Uploaded { .. } => Some(VideoStatus::Uploaded),
+            Self::Failed { .. } => Some(VideoStatus::Failed),
+            Self::Deleted => Some(VideoStatus::Deleted),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Created { .. } => "created",
@@ -209,6 +250,8 @@ impl VideoEvent {
             Self::DetailsUpdated { .. } => "details_updated",
             Self::Deleted => "deleted",
             Self::ObjectsRemoved => "objects_removed",
+            Self::UploadAborted => "upload_aborted",
+            Self::ReceivedRewound { .. } => "received_rewound",
         }
     }
 }
@@ -272,6 +315,24 @@ mod tests {
             assert_eq!(part % (1024 * 1024), 0);
         }
         assert_eq!(part_size_for(1 << 30, min), min);
+    }
+
+    #[test]
+    fn a_status_name_is_its_serde_and_sql_name() {
+        for status in [
+            VideoStatus::Pending,
+            VideoStatus::Loading,
+            VideoStatus::Uploaded,
+            VideoStatus::Encoding,
+            VideoStatus::Ready,
+            VideoStatus::Failed,
+            VideoStatus::Deleted,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::String(status.as_str().into())
+            );
+        }
     }
 
     #[test]

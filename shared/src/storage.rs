@@ -9,7 +9,16 @@ use object_store::{
     path::Path,
 };
 
-use crate::{config::S3Config, domain::VideoId};
+use crate::{config::S3Config, domain::VideoId, retry::RetryPolicy};
+
+/// An S3 step that kept failing past its retries.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {step} failed: {source}")]
+pub struct StorageError {
+    pub step: &'static str,
+    #[source]
+    pub source: object_store::Error,
+}
 
 #[derive(Clone)]
 pub struct Storage {
@@ -64,6 +73,54 @@ impl Storage {
             format!("{}videos/{video}/", self.prefix),
             format!("{}staging/{video}/", self.prefix),
         ]
+    }
+
+    /// Removes every object of a video: aborts its unfinished multipart
+    /// upload if it has one, then deletes every key under its prefixes.
+    /// Each step retries under `retry`; what is already gone counts as done,
+    /// so running it twice (a redelivered job, the reaper after a dead job)
+    /// is harmless. Returns how many objects it deleted.
+    pub async fn remove_video(
+        &self,
+        video: VideoId,
+        multipart_id: Option<&str>,
+        retry: &RetryPolicy,
+    ) -> Result<usize, StorageError> {
+        use futures_util::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt, multipart::MultipartStore};
+        let failed = |step| move |source| StorageError { step, source };
+        if let Some(multipart_id) = multipart_id {
+            let key = Path::from(self.original_key(video));
+            let id = multipart_id.to_owned();
+            let aborted = retry
+                .run("abort_multipart", || self.s3.abort_multipart(&key, &id))
+                .await;
+            match aborted {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed("abort_multipart")(e)),
+            }
+        }
+        let mut deleted = 0;
+        for prefix in self.video_prefixes(video) {
+            let prefix = Path::from(prefix.as_str());
+            let keys: Vec<Path> = retry
+                .run("list", || {
+                    self.s3
+                        .list(Some(&prefix))
+                        .map_ok(|meta| meta.location)
+                        .try_collect()
+                })
+                .await
+                .map_err(failed("list"))?;
+            for key in keys {
+                match retry.run("delete", || self.s3.delete(&key)).await {
+                    Ok(()) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(failed("delete")(e)),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Deletes every object whose key starts with `prefix`, best effort

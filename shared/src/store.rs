@@ -13,6 +13,7 @@ use crate::{
         ProfileEvent, StagedSegment, StoredPart, UserId, Verification, VideoEvent, VideoId,
         VideoStatus, percentage,
     },
+    push,
 };
 
 /// The migrations in `migrations/`, embedded in every binary.
@@ -233,10 +234,11 @@ impl Store {
         let current = load(&mut tx, id, true).await?;
         let (events, out) = decide(&current).map_err(AppendError::Rejected)?;
         let mut version = current.video.as_ref().map_or(0, |v| v.version);
+        let mut owner = current.video.as_ref().map(|v| v.owner_id);
         let recorded_at = Utc::now().trunc_subsecs(6);
         for event in &events {
             version += 1;
-            insert_event(
+            let seq = insert_event(
                 &mut tx,
                 "video",
                 id.0,
@@ -247,6 +249,15 @@ impl Store {
             )
             .await?;
             apply(&mut tx, id, version, event, recorded_at).await?;
+            if let VideoEvent::Created { owner_id, .. } = event {
+                owner = Some(*owner_id);
+            }
+            // The outbox: the owner's devices hear of it, or nothing does.
+            if let (Some(owner), Some(state)) = (owner, event.status_after())
+                && state.is_notified()
+            {
+                push::enqueue(&mut tx, owner, id, seq, state, recorded_at).await?;
+            }
         }
         tx.commit().await?;
         Ok(out)
@@ -393,8 +404,9 @@ async fn begin_append(pool: &PgPool) -> Result<Transaction<'static, Postgres>, s
     Ok(tx)
 }
 
-/// Appends one event with the next version of its aggregate; a version
-/// someone else took first is a [`AppendError::Conflict`].
+/// Appends one event with the next version of its aggregate and returns its
+/// global sequence number; a version someone else took first is a
+/// [`AppendError::Conflict`].
 async fn insert_event(
     tx: &mut Transaction<'_, Postgres>,
     aggregate_type: &str,
@@ -403,10 +415,10 @@ async fn insert_event(
     kind: &str,
     payload: &(impl Serialize + Sync),
     recorded_at: DateTime<Utc>,
-) -> Result<(), AppendError> {
-    let inserted = sqlx::query(
+) -> Result<i64, AppendError> {
+    let inserted: Result<(i64,), _> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, version, kind, payload, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
     )
     .bind(aggregate_type)
     .bind(id)
@@ -414,10 +426,10 @@ async fn insert_event(
     .bind(kind)
     .bind(Json(payload))
     .bind(recorded_at)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await;
     match inserted {
-        Ok(_) => Ok(()),
+        Ok((seq,)) => Ok(seq),
         Err(e) => Err(match e.as_database_error().and_then(|d| d.constraint()) {
             Some("events_aggregate_version_key") => AppendError::Conflict,
             _ => AppendError::Database(e),
@@ -675,6 +687,14 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
             sqlx::query("DELETE FROM upload_sessions WHERE video_id = $1").bind(id)
+        }
+        VideoEvent::UploadAborted => {
+            sqlx::query("DELETE FROM upload_sessions WHERE video_id = $1").bind(id)
+        }
+        VideoEvent::ReceivedRewound { received_bytes } => {
+            sqlx::query("UPDATE videos SET received_bytes = $2 WHERE id = $1")
+                .bind(id)
+                .bind(*received_bytes as i64)
         }
     };
     query.execute(&mut **tx).await?;
