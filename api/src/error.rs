@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404: no such upload, or not the caller's.
     #[error("no such video")]
     NotFound,
+    /// 404: something else that does not exist or is not the caller's.
+    #[error("no such {0}")]
+    NoSuch(&'static str),
     /// 409: Upload-Offset is not the upload's current offset.
     #[error("Upload-Offset {sent} does not match the upload's offset {current}")]
     OffsetMismatch { sent: u64, current: u64 },
@@ -63,7 +66,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::OffsetMismatch { .. } | Self::WrongState(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::TusVersion => StatusCode::PRECONDITION_FAILED,

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::links::router())
         .merge(routes::moderation::router())
         .merge(routes::onboarding::router())
+        .merge(routes::devices::router())
         .merge(routes::ops::router())
         .layer(axum::middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())

@@ -1,3 +1,4 @@
+pub mod devices;
 pub mod links;
 pub mod moderation;
 pub mod onboarding;
