@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use reelay_scheduler::config::SchedulerConfig;
 use reelay_shared::config::{
     AmqpConfig, ConfigError, DatabaseConfig, S3Config, duration_ms_or, parse_or, var_or,
 };
@@ -44,6 +45,9 @@ impl ModerationConfig {
     }
 }
 
+/// `REELAY_SCHEDULER` (default false): when true this worker also runs the
+/// scheduler (see `reelay_scheduler::config::SchedulerConfig` for its
+/// settings); several replicas may, one leads.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub replica: String,
@@ -53,6 +57,7 @@ pub struct WorkerConfig {
     pub stage_idle: Duration,
     pub http_addr: Option<SocketAddr>,
     pub moderation: Option<ModerationConfig>,
+    pub scheduler: Option<SchedulerConfig>,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
     pub s3: S3Config,
@@ -85,6 +90,10 @@ impl WorkerConfig {
             stage_idle: duration_ms_or("REELAY_STAGE_IDLE_MS", 5_000)?,
             http_addr,
             moderation: ModerationConfig::from_env()?,
+            scheduler: match parse_or("REELAY_SCHEDULER", false)? {
+                true => Some(SchedulerConfig::from_env()?),
+                false => None,
+            },
             database: DatabaseConfig::from_env()?,
             amqp: AmqpConfig::from_env()?,
             s3: S3Config::from_env()?,

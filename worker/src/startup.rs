@@ -11,12 +11,14 @@ use lapin::{
     options::{BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
+use reelay_scheduler::Scheduler;
 use reelay_shared::{
     mq,
     mq::{JobHeader, JobKind, Publisher, Topology},
+    ops,
+    retry::RetryPolicy,
     storage::Storage,
     store::Store,
-    telemetry,
 };
 use tokio::{sync::watch, task::JoinSet};
 
@@ -26,7 +28,6 @@ use crate::{
         Context,
         shard::{Shard, ShardError},
     },
-    retry::RetryPolicy,
 };
 
 pub struct Worker {
@@ -35,11 +36,13 @@ pub struct Worker {
     amqp_url: String,
     replica: String,
     http: Option<tokio::net::TcpListener>,
+    scheduler: Option<Scheduler>,
 }
 
 impl Worker {
-    /// Connects to PostgreSQL (running migrations) and builds the S3 client.
-    /// The broker is connected in `run_until_stopped`, and again after loss.
+    /// Connects to PostgreSQL (running migrations), builds the S3 client and,
+    /// when configured, the scheduler. The broker is connected in
+    /// `run_until_stopped`, and again after loss.
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database)
             .await
@@ -51,6 +54,14 @@ impl Worker {
                 tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding {addr}"))?,
+            ),
+            None => None,
+        };
+        let scheduler = match config.scheduler {
+            Some(scheduler) => Some(
+                Scheduler::build(scheduler)
+                    .await
+                    .context("building the scheduler")?,
             ),
             None => None,
         };
@@ -76,6 +87,7 @@ impl Worker {
             amqp_url: config.amqp.url,
             replica: config.replica,
             http,
+            scheduler,
         })
     }
 
@@ -87,7 +99,7 @@ impl Worker {
     }
 
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop) = watch::channel(false);
@@ -95,21 +107,30 @@ impl Worker {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        if let Some(listener) = self.http {
-            let stop = stop.clone();
-            let metrics = telemetry::metrics_handle();
-            let router = axum::Router::new()
-                .route("/healthz", axum::routing::get(|| async { "ok" }))
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || async move { metrics.render() }),
-                );
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped(stop))
-                    .await;
-            });
+        let scheduler = self.scheduler.take();
+        let lease = scheduler.as_ref().map(Scheduler::lease);
+        if let Some(listener) = self.http.take() {
+            let replica = self.replica.clone();
+            let readiness = move || {
+                let scheduler = match &lease {
+                    None => "off",
+                    Some(lease) if lease.is_leader() => "leader",
+                    Some(_) => "standby",
+                };
+                serde_json::json!({ "replica": replica, "scheduler": scheduler })
+            };
+            tokio::spawn(ops::serve(listener, readiness, stop.clone()));
         }
+        // The scheduler stops with the worker and gives up its lease then.
+        let scheduling = scheduler.map(|s| tokio::spawn(s.run_until_stopped(stop.clone())));
+        let consumed = self.consume_until_stopped(stop).await;
+        if let Some(scheduling) = scheduling {
+            let _ = scheduling.await;
+        }
+        consumed
+    }
+
+    async fn consume_until_stopped(&self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(200);
         loop {
             if *stop.borrow() {

@@ -49,6 +49,15 @@ pub enum StepError {
     Corrupt(String),
 }
 
+impl From<reelay_shared::storage::StorageError> for StepError {
+    fn from(e: reelay_shared::storage::StorageError) -> Self {
+        Self::Storage {
+            step: e.step,
+            source: e.source,
+        }
+    }
+}
+
 /// What a chunk did to the upload's buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {

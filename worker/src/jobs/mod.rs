@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use reelay_shared::{mq::Publisher, storage::Storage, store::Store};
+use reelay_shared::{mq::Publisher, retry::RetryPolicy, storage::Storage, store::Store};
 
-use crate::{config::ModerationConfig, retry::RetryPolicy};
+use crate::config::ModerationConfig;
 
 /// What every job needs.
 pub struct Context {

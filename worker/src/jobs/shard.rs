@@ -167,6 +167,22 @@ impl<'a> Shard<'a> {
             }
             Err(e) => e,
         };
+        // The video was closed meanwhile (deleted, or failed and its
+        // multipart upload aborted by the reaper): S3 refusing its parts is
+        // expected, and its bytes are not wanted any more.
+        let closed_under_us = matches!(
+            error,
+            StepError::Storage { .. } | StepError::State(AppendError::Rejected(_))
+        ) && self.is_closed(video).await?;
+        if closed_under_us {
+            tracing::info!(upload.id = %video, reason = %error, "upload closed while storing; dropping its chunks");
+            let pending = self
+                .uploads
+                .remove(&video)
+                .map(|mut u| u.take_pending())
+                .unwrap_or_default();
+            return self.ack(pending).await;
+        }
         match error {
             StepError::Storage { .. } | StepError::Corrupt(_) => {
                 let pending = self
@@ -187,17 +203,6 @@ impl<'a> Shard<'a> {
                     .await
                     .map_err(|e| ShardError::State(e.to_string()))?;
                 self.dead_letter(pending).await
-            }
-            // The video was deleted (or otherwise closed) meanwhile: its
-            // bytes are not wanted any more.
-            StepError::State(AppendError::Rejected(why)) if self.is_closed(video).await? => {
-                tracing::info!(upload.id = %video, reason = %why, "upload closed while storing; dropping its chunks");
-                let pending = self
-                    .uploads
-                    .remove(&video)
-                    .map(|mut u| u.take_pending())
-                    .unwrap_or_default();
-                self.ack(pending).await
             }
             // Postgres trouble, or another writer moved the video on. Nacking
             // just this upload's messages would let its later chunks overtake

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Context, chunks::StepError};
-use crate::{config::ModerationConfig, retry::RetryPolicy};
+use reelay_shared::retry::RetryPolicy;
+
+use crate::config::ModerationConfig;
 
 /// How a verify job ended.
 #[derive(Debug, PartialEq, Eq)]
