@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod proxy;
+pub mod push;
 pub mod webhook;
 
 use std::{
@@ -18,6 +19,11 @@ use futures_util::TryStreamExt;
 use lapin::options::QueueDeleteOptions;
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 use reelay_api::{Application, config::ApiConfig};
+use reelay_scheduler::{
+    Scheduler,
+    config::{ApnsConfig, FcmConfig, PushConfig, SchedulerConfig, WebhookConfig},
+    reaper::ReapRules,
+};
 use reelay_shared::{
     VideoId, VideoStatus,
     config::{AmqpConfig, DatabaseConfig, LockConfig, RedisConfig, S3Config, UploadConfig},
@@ -140,6 +146,7 @@ impl TestEnv {
             stage_idle: Duration::from_secs(1),
             http_addr: None,
             moderation: None,
+            scheduler: None,
             database: DatabaseConfig {
                 url: self.database_url.clone(),
                 max_connections: 4,
@@ -174,6 +181,190 @@ impl TestEnv {
             ("REELAY_LOG_FORMAT", "pretty".into()),
             ("RUST_LOG", "warn,reelay_worker=info".into()),
         ]
+    }
+
+    /// Scheduler settings for tests: short intervals and lease; the reaper's
+    /// timeouts long (a test shortens the one it is about); no push
+    /// provider (see [`TestEnv::point_push_at`]).
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        let hour = Duration::from_secs(3600);
+        SchedulerConfig {
+            replica: format!("scheduler-{}", self.id),
+            interval: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(2),
+            rules: ReapRules {
+                pending_timeout: hour,
+                stall_timeout: hour,
+                delete_grace: hour,
+            },
+            s3_retries: 3,
+            s3_retry_base: Duration::from_millis(50),
+            push: PushConfig {
+                poll: Duration::from_millis(100),
+                max_attempts: 5,
+                retry_base: Duration::from_millis(100),
+                retry_cap: Duration::from_secs(1),
+                timeout: Duration::from_millis(900),
+                concurrency: 8,
+                fcm: None,
+                apns: None,
+                webhook: None,
+            },
+            database: DatabaseConfig {
+                url: self.database_url.clone(),
+                max_connections: 4,
+            },
+            amqp: self.amqp.clone(),
+            redis: self.redis.clone(),
+            s3: self.s3.clone(),
+        }
+    }
+
+    /// Sends the scheduler's pushes to the local receivers, with the key
+    /// files they verify written to `dir`.
+    pub fn point_push_at(
+        &self,
+        config: &mut SchedulerConfig,
+        receivers: &push::PushReceivers,
+        dir: &std::path::Path,
+    ) {
+        let keys = receivers.keys();
+        config.push.fcm = Some(FcmConfig {
+            credentials: receivers.write_fcm_credentials(dir),
+            base_url: receivers.fcm_base_url(),
+        });
+        config.push.apns = Some(ApnsConfig {
+            key_path: receivers.write_apns_key(dir),
+            key_id: keys.apns_key_id.clone(),
+            team_id: keys.apns_team_id.clone(),
+            topic: keys.apns_topic.clone(),
+            base_url: receivers.apns_base_url(),
+        });
+        config.push.webhook = Some(WebhookConfig {
+            url: receivers.webhook_url(),
+            secret: keys.webhook_secret.clone(),
+        });
+    }
+
+    /// A scheduler inside the test process.
+    pub async fn spawn_scheduler(&self, config: SchedulerConfig) -> TestScheduler {
+        let scheduler = Scheduler::build(config)
+            .await
+            .expect("the scheduler builds");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(scheduler.run_until_stopped(stopped));
+        TestScheduler { stop, task }
+    }
+
+    /// A scheduler's settings as the environment the binaries read.
+    pub fn scheduler_env(&self, config: &SchedulerConfig) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let secs = |d: Duration| d.as_secs().to_string();
+        let push = &config.push;
+        let mut env = vec![
+            ("DATABASE_URL", config.database.url.clone()),
+            ("AMQP_URL", config.amqp.url.clone()),
+            ("REELAY_QUEUE_PREFIX", config.amqp.queue_prefix.clone()),
+            ("REELAY_SHARDS", config.amqp.shards.to_string()),
+            ("REDIS_URL", config.redis.url.clone()),
+            ("REELAY_REDIS_PREFIX", config.redis.key_prefix.clone()),
+            ("REELAY_S3_ENDPOINT", config.s3.endpoint.clone()),
+            ("REELAY_S3_BUCKET", config.s3.bucket.clone()),
+            ("REELAY_S3_REGION", config.s3.region.clone()),
+            ("REELAY_S3_ACCESS_KEY_ID", config.s3.access_key_id.clone()),
+            (
+                "REELAY_S3_SECRET_ACCESS_KEY",
+                config.s3.secret_access_key.clone(),
+            ),
+            ("REELAY_S3_PREFIX", config.s3.key_prefix.clone()),
+            ("REELAY_S3_RETRIES", config.s3_retries.to_string()),
+            ("REELAY_S3_RETRY_BASE_MS", ms(config.s3_retry_base)),
+            ("REELAY_SCHEDULER_INTERVAL_MS", ms(config.interval)),
+            ("REELAY_SCHEDULER_LEASE_MS", ms(config.lease_ttl)),
+            (
+                "REELAY_PENDING_TIMEOUT_SECS",
+                secs(config.rules.pending_timeout),
+            ),
+            (
+                "REELAY_STALL_TIMEOUT_SECS",
+                secs(config.rules.stall_timeout),
+            ),
+            ("REELAY_DELETE_GRACE_SECS", secs(config.rules.delete_grace)),
+            ("REELAY_PUSH_POLL_MS", ms(push.poll)),
+            ("REELAY_PUSH_MAX_ATTEMPTS", push.max_attempts.to_string()),
+            ("REELAY_PUSH_RETRY_BASE_MS", ms(push.retry_base)),
+            ("REELAY_PUSH_RETRY_CAP_SECS", secs(push.retry_cap)),
+            ("REELAY_PUSH_TIMEOUT_MS", ms(push.timeout)),
+            ("REELAY_PUSH_CONCURRENCY", push.concurrency.to_string()),
+            ("REELAY_LOG_FORMAT", "pretty".into()),
+            ("RUST_LOG", "warn,reelay_scheduler=info".into()),
+        ];
+        if let Some(fcm) = &push.fcm {
+            env.push((
+                "REELAY_FCM_CREDENTIALS",
+                fcm.credentials.display().to_string(),
+            ));
+            env.push(("REELAY_FCM_BASE_URL", fcm.base_url.clone()));
+        }
+        if let Some(apns) = &push.apns {
+            env.push(("REELAY_APNS_KEY_PATH", apns.key_path.display().to_string()));
+            env.push(("REELAY_APNS_KEY_ID", apns.key_id.clone()));
+            env.push(("REELAY_APNS_TEAM_ID", apns.team_id.clone()));
+            env.push(("REELAY_APNS_TOPIC", apns.topic.clone()));
+            env.push(("REELAY_APNS_BASE_URL", apns.base_url.clone()));
+        }
+        if let Some(webhook) = &push.webhook {
+            env.push(("REELAY_PUSH_WEBHOOK_URL", webhook.url.clone()));
+            env.push(("REELAY_PUSH_WEBHOOK_SECRET", webhook.secret.clone()));
+        }
+        env
+    }
+
+    /// The `reelay-scheduler` binary as replica `replica`.
+    pub fn spawn_scheduler_process(
+        &self,
+        replica: &str,
+        config: &SchedulerConfig,
+    ) -> tokio::process::Child {
+        spawn_process(
+            "reelay-scheduler",
+            self.scheduler_env(config)
+                .into_iter()
+                .chain([("REELAY_REPLICA", replica.to_owned())]),
+        )
+    }
+
+    /// A `reelay-worker` process that also runs the scheduler
+    /// (`REELAY_SCHEDULER=true`), as replica `replica`.
+    pub fn spawn_scheduling_worker_process(
+        &self,
+        replica: &str,
+        config: &SchedulerConfig,
+    ) -> tokio::process::Child {
+        spawn_process(
+            "reelay-worker",
+            self.worker_env()
+                .into_iter()
+                .chain(self.scheduler_env(config))
+                .chain([
+                    ("REELAY_SCHEDULER", "true".to_owned()),
+                    ("REELAY_REPLICA", replica.to_owned()),
+                ]),
+        )
+    }
+
+    /// Who holds the scheduler's lease now.
+    pub async fn lease_holder(&self) -> Option<String> {
+        reelay_scheduler::lease::current_holder(self.store.pool(), reelay_scheduler::LEASE_NAME)
+            .await
+            .expect("the lease")
+    }
+
+    /// A Redis connection (keys of this test are under `self.redis.key_prefix`).
+    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+        reelay_shared::lock::connect(&self.redis)
+            .await
+            .expect("Redis is up")
     }
 
     pub async fn spawn_api(&self) -> TestApi {
@@ -221,13 +412,7 @@ impl TestEnv {
 
     /// A worker as its own process, the real `reelay-worker` binary.
     pub fn spawn_worker_process(&self) -> tokio::process::Child {
-        tokio::process::Command::new(binary("reelay-worker"))
-            .envs(self.worker_env())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("reelay-worker starts (run `cargo build --bins` first)")
+        spawn_process("reelay-worker", self.worker_env())
     }
 
     pub fn token(&self, user: Uuid) -> String {
@@ -381,6 +566,27 @@ impl Drop for TestApi {
     }
 }
 
+/// A scheduler running in the test process; dropped, it stops at once
+/// (without giving up its lease, as if it had died).
+pub struct TestScheduler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TestScheduler {
+    /// Stops it as SIGTERM would: it gives up its lease.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for TestScheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub struct TestWorker {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -399,6 +605,20 @@ impl Drop for TestWorker {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Starts a binary of this workspace with `env`; killed when dropped.
+fn spawn_process(
+    name: &str,
+    env: impl IntoIterator<Item = (&'static str, String)>,
+) -> tokio::process::Child {
+    tokio::process::Command::new(binary(name))
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts (run `cargo build --bins` first): {e}"))
 }
 
 /// A binary of this workspace, next to the test executable's `deps/`.

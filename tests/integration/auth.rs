@@ -45,37 +45,9 @@ async fn a_service_token_may_not_use_user_endpoints_and_an_admin_token_may() {
     assert_eq!(count, 2, "the refused service request created nothing");
 }
 
-/// A fresh RSA key pair (private PEM, public PEM) from the openssl CLI.
+/// A fresh RSA key pair (private PEM, public PEM).
 fn rsa_key_pair() -> (String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let private = dir.path().join("private.pem");
-    let public = dir.path().join("public.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .status()
-        .expect("openssl runs")
-        .success()
-        && std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .expect("openssl runs")
-            .success();
-    assert!(ok, "openssl made a key pair");
-    (
-        std::fs::read_to_string(private).expect("private key"),
-        std::fs::read_to_string(public).expect("public key"),
-    )
+    reelay_tests::push::openssl_key_pair(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

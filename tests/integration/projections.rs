@@ -116,7 +116,10 @@ async fn rebuilding_while_videos_change_neither_deadlocks_nor_loses_an_event() {
     }
     let live = env.store.projections_snapshot().await.expect("snapshot");
     env.store.rebuild_projections().await.expect("rebuild");
-    assert_eq!(env.store.projections_snapshot().await.expect("snapshot"), live);
+    assert_eq!(
+        env.store.projections_snapshot().await.expect("snapshot"),
+        live
+    );
 }
 
 fn created(owner: UserId) -> VideoEvent {
