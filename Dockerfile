@@ -1,10 +1,11 @@
-# One image with both binaries; compose.yaml picks the command.
+# One image with every binary; compose.yaml picks the command.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bins -p reelay-api -p reelay-worker
+RUN cargo build --release --bins -p reelay-api -p reelay-worker -p reelay-scheduler
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/reelay-api /src/target/release/reelay-worker /usr/local/bin/
+COPY --from=build /src/target/release/reelay-api /src/target/release/reelay-worker \
+     /src/target/release/reelay-scheduler /usr/local/bin/
 ENV REELAY_HTTP_ADDR=0.0.0.0:8080

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the api and two worker replicas in the foreground with readable,
-# prefixed logs. Ctrl-C (or SIGTERM) stops all of them.
+# prefixed logs; worker-1 also runs the scheduler (REELAY_SCHEDULER=true).
+# Ctrl-C (or SIGTERM) stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${REELAY_BIN_DIR:-target/debug}
@@ -20,7 +21,7 @@ run() {
 }
 
 run api "$bin/reelay-api"
-run worker-1 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9101 "$bin/reelay-worker"
+run worker-1 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9101 REELAY_SCHEDULER=true "$bin/reelay-worker"
 run worker-2 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9102 "$bin/reelay-worker"
-echo "[run] api on http://${REELAY_HTTP_ADDR:-127.0.0.1:8080}, workers' metrics on :9101 and :9102; Ctrl-C stops"
+echo "[run] api on http://${REELAY_HTTP_ADDR:-127.0.0.1:8080}; workers' /readyz and /metrics on :9101 (scheduler) and :9102; Ctrl-C stops"
 wait
