@@ -65,9 +65,13 @@ pub enum VideoStatus {
     /// complete): the original is whole in S3 and its SHA-256 is known. The
     /// reaper leaves it alone.
     Uploaded,
-    /// An fflow replica is encoding renditions (fflow issue).
+    /// A worker handed the original to an fflow replica, which is encoding
+    /// renditions (`encoding_percentage` grows). The original stays linkable.
+    /// A worker that dies meanwhile leaves its encode job to another, which
+    /// picks the encode up where it runs.
     Encoding,
-    /// Renditions are playable (fflow issue).
+    /// The renditions (HLS and DASH) are in S3: playable. The reaper leaves
+    /// it alone.
     Ready,
     /// Terminal: the worker gave up (S3 retries exhausted, a chunk gap) or the
     /// reaper expired the upload; `failure_reason` says which. The reaper
@@ -152,6 +156,36 @@ pub struct StoredPart {
     pub etag: String,
 }
 
+/// One rendition of an encoded video: a flow of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// The flow this rendition is (fixed in the event, so a rebuild gives
+    /// the same row).
+    pub flow_id: Uuid,
+    /// `720p`, `360p`, … (the shorter side).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// The bitrate asked of the encoder, bits per second.
+    pub bandwidth: u64,
+    /// Bytes of its init and media segments.
+    pub size_bytes: u64,
+    /// Its HLS media playlist, in the stream folder.
+    pub playlist: String,
+}
+
+/// Where an encoded video's streams are: every file (manifests, segments)
+/// sits under `prefix`; `hls` and `dash` name the manifests in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Playback {
+    pub prefix: String,
+    pub hls: String,
+    pub dash: String,
+    /// The poster image's object key.
+    pub poster: String,
+    pub duration_ms: u64,
+}
+
 /// Everything that happens to a video, as appended to the event log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -221,6 +255,20 @@ pub enum VideoEvent {
     /// were dead-lettered) and moved the offset back to what is durable, so
     /// the client's next HEAD resumes from there.
     ReceivedRewound { received_bytes: u64 },
+    /// A worker asked an fflow replica to encode the original, from the
+    /// copy the replica glued (`local`) or from S3; again when the encode
+    /// had to move to another replica.
+    EncodingStarted {
+        replica: String,
+        source: crate::fflow::Source,
+    },
+    /// The encoder got this far (whole percent, recorded in steps).
+    EncodingProgressed { percent: u8 },
+    /// The renditions and manifests are in S3: the video is playable.
+    Encoded {
+        renditions: Vec<Rendition>,
+        playback: Playback,
+    },
 }
 
 impl VideoEvent {
@@ -231,6 +279,8 @@ impl VideoEvent {
             Self::Uploaded { .. } => Some(VideoStatus::Uploaded),
             Self::Failed { .. } => Some(VideoStatus::Failed),
             Self::Deleted => Some(VideoStatus::Deleted),
+            Self::EncodingStarted { .. } => Some(VideoStatus::Encoding),
+            Self::Encoded { .. } => Some(VideoStatus::Ready),
             _ => None,
         }
     }
@@ -252,6 +302,9 @@ impl VideoEvent {
             Self::ObjectsRemoved => "objects_removed",
             Self::UploadAborted => "upload_aborted",
             Self::ReceivedRewound { .. } => "received_rewound",
+            Self::EncodingStarted { .. } => "encoding_started",
+            Self::EncodingProgressed { .. } => "encoding_progressed",
+            Self::Encoded { .. } => "encoded",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod fflow;
 pub mod hashing;
 pub mod lock;
 pub mod mq;

@@ -66,10 +66,20 @@ impl Topology {
         format!("{}.verify.dlq", self.prefix)
     }
 
+    /// Encode jobs: any worker takes any of them.
+    pub fn encode_queue(&self) -> String {
+        format!("{}.encode", self.prefix)
+    }
+
+    pub fn encode_dead_letter_queue(&self) -> String {
+        format!("{}.encode.dlq", self.prefix)
+    }
+
     /// Where a job goes.
     pub fn queue_of(&self, header: &JobHeader) -> String {
         match header.kind {
             JobKind::Verify => self.verify_queue(),
+            JobKind::Encode => self.encode_queue(),
             JobKind::Chunk { .. } | JobKind::Delete => self.chunk_queue_of(header.video),
         }
     }
@@ -79,6 +89,8 @@ impl Topology {
         queues.push(self.dead_letter_queue());
         queues.push(self.verify_queue());
         queues.push(self.verify_dead_letter_queue());
+        queues.push(self.encode_queue());
+        queues.push(self.encode_dead_letter_queue());
         queues
     }
 
@@ -114,7 +126,11 @@ impl Topology {
             );
             args
         };
-        for dlq in [self.dead_letter_queue(), self.verify_dead_letter_queue()] {
+        for dlq in [
+            self.dead_letter_queue(),
+            self.verify_dead_letter_queue(),
+            self.encode_dead_letter_queue(),
+        ] {
             channel
                 .queue_declare(dlq.as_str().into(), durable, quorum())
                 .await?;
@@ -133,6 +149,13 @@ impl Topology {
                 dead_lettered(self.verify_dead_letter_queue()),
             )
             .await?;
+        channel
+            .queue_declare(
+                self.encode_queue().as_str().into(),
+                durable,
+                dead_lettered(self.encode_dead_letter_queue()),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -146,6 +169,8 @@ pub enum JobKind {
     Delete,
     /// Send the video to the moderation webhook (on the verify queue).
     Verify,
+    /// Encode the video's renditions (on the encode queue).
+    Encode,
 }
 
 /// The header fields of a job; the body is the chunk's bytes.
@@ -166,6 +191,7 @@ impl JobHeader {
             JobKind::Chunk { offset } => ("chunk", offset),
             JobKind::Delete => ("delete", 0),
             JobKind::Verify => ("verify", 0),
+            JobKind::Encode => ("encode", 0),
         };
         headers.insert("kind".into(), AMQPValue::LongString(kind.into()));
         headers.insert("offset".into(), AMQPValue::LongLongInt(offset as i64));
@@ -191,6 +217,7 @@ impl JobHeader {
             },
             "delete" => JobKind::Delete,
             "verify" => JobKind::Verify,
+            "encode" => JobKind::Encode,
             _ => return None,
         };
         Some(Self { video, kind })
@@ -339,6 +366,7 @@ mod tests {
             JobKind::Chunk { offset: 1 << 40 },
             JobKind::Delete,
             JobKind::Verify,
+            JobKind::Encode,
         ] {
             let header = JobHeader { video, kind };
             assert_eq!(JobHeader::parse(&header.properties()), Some(header));

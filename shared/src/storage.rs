@@ -62,6 +62,16 @@ impl Storage {
         format!("{}videos/{video}/original", self.prefix)
     }
 
+    /// The folder of a video's renditions: manifests and segments.
+    pub fn stream_prefix(&self, video: VideoId) -> String {
+        format!("{}videos/{video}/stream/", self.prefix)
+    }
+
+    /// Where a video's poster image lives.
+    pub fn poster_key(&self, video: VideoId) -> String {
+        format!("{}videos/{video}/poster.jpg", self.prefix)
+    }
+
     /// Where a staged segment of a partial part lives.
     pub fn staging_key(&self, video: VideoId, offset: u64) -> String {
         format!("{}staging/{video}/{offset:020}", self.prefix)

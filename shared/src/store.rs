@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::{
     config::DatabaseConfig,
     domain::{
-        ProfileEvent, StagedSegment, StoredPart, UserId, Verification, VideoEvent, VideoId,
-        VideoStatus, percentage,
+        Playback, ProfileEvent, StagedSegment, StoredPart, UserId, Verification, VideoEvent,
+        VideoId, VideoStatus, percentage,
     },
     push,
 };
@@ -46,6 +46,10 @@ pub struct Video {
     pub verification: Verification,
     pub verification_reason: Option<String>,
     pub onboarding_position: Option<i32>,
+    /// How far the encoder got, 0–100.
+    pub encoding_percentage: i16,
+    /// Where the streams are, once READY.
+    pub playback: Option<Json<Playback>>,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -695,6 +699,45 @@ async fn apply(
             sqlx::query("UPDATE videos SET received_bytes = $2 WHERE id = $1")
                 .bind(id)
                 .bind(*received_bytes as i64)
+        }
+        VideoEvent::EncodingStarted { .. } => sqlx::query(
+            "UPDATE videos SET status = 'ENCODING', encoding_percentage = 0 WHERE id = $1",
+        )
+        .bind(id),
+        VideoEvent::EncodingProgressed { percent } => {
+            sqlx::query("UPDATE videos SET encoding_percentage = $2 WHERE id = $1")
+                .bind(id)
+                .bind(i16::from(*percent))
+        }
+        VideoEvent::Encoded {
+            renditions,
+            playback,
+        } => {
+            for rendition in renditions {
+                let details = serde_json::json!({
+                    "name": rendition.name,
+                    "width": rendition.width,
+                    "height": rendition.height,
+                    "bandwidth": rendition.bandwidth,
+                });
+                sqlx::query(
+                    "INSERT INTO flows (id, video_id, kind, object_key, size_bytes, stored_bytes, status, \
+                     details, created_at, updated_at) VALUES ($1, $2, 'rendition', $3, $4, $4, 'stored', $5, $6, $6)",
+                )
+                .bind(rendition.flow_id)
+                .bind(id)
+                .bind(format!("{}{}", playback.prefix, rendition.playlist))
+                .bind(rendition.size_bytes as i64)
+                .bind(details)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE videos SET status = 'READY', encoding_percentage = 100, playback = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(Json(playback))
         }
     };
     query.execute(&mut **tx).await?;
