@@ -4,8 +4,29 @@ use std::{net::SocketAddr, time::Duration};
 
 use reelay_scheduler::config::SchedulerConfig;
 use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, S3Config, duration_ms_or, parse_or, var_or,
+    AmqpConfig, ConfigError, DatabaseConfig, RedisConfig, S3Config, duration_ms_or, parse_or,
+    var_or,
 };
+
+use crate::fflow::FflowConfig;
+
+/// See [`FflowConfig`] for the variables.
+fn fflow_from_env() -> Result<Option<FflowConfig>, ConfigError> {
+    let urls: Vec<String> = var_or("REELAY_FFLOW_URLS", "")
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(FflowConfig {
+        urls,
+        route_ttl: Duration::from_secs(parse_or("REELAY_FFLOW_ROUTE_TTL_SECS", 90_000u64)?),
+        encode_concurrency: parse_or("REELAY_ENCODE_CONCURRENCY", 4u16)?.max(1),
+        poll: duration_ms_or("REELAY_ENCODE_POLL_MS", 1_000)?,
+    }))
+}
 
 /// `REELAY_PREFETCH` (default 32): unacked messages per shard consumer;
 /// `REELAY_S3_RETRIES` (default 6) and `REELAY_S3_RETRY_BASE_MS` (default
@@ -58,7 +79,10 @@ pub struct WorkerConfig {
     pub http_addr: Option<SocketAddr>,
     pub moderation: Option<ModerationConfig>,
     pub scheduler: Option<SchedulerConfig>,
+    /// Set when `REELAY_FFLOW_URLS` names fflow replicas.
+    pub fflow: Option<FflowConfig>,
     pub database: DatabaseConfig,
+    pub redis: RedisConfig,
     pub amqp: AmqpConfig,
     pub s3: S3Config,
 }
@@ -94,7 +118,9 @@ impl WorkerConfig {
                 true => Some(SchedulerConfig::from_env()?),
                 false => None,
             },
+            fflow: fflow_from_env()?,
             database: DatabaseConfig::from_env()?,
+            redis: RedisConfig::from_env()?,
             amqp: AmqpConfig::from_env()?,
             s3: S3Config::from_env()?,
         })

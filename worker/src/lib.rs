@@ -3,6 +3,7 @@
 //! PostgreSQL; with `REELAY_SCHEDULER=true` it also runs the scheduler.
 
 pub mod config;
+pub mod fflow;
 pub mod jobs;
 pub mod startup;
 

@@ -24,6 +24,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
     config::WorkerConfig,
+    fflow::Fflow,
     jobs::{
         Context,
         shard::{Shard, ShardError},
@@ -57,6 +58,15 @@ impl Worker {
             ),
             None => None,
         };
+        let fflow = match config.fflow {
+            Some(fflow) => {
+                let redis = reelay_shared::lock::connect(&config.redis)
+                    .await
+                    .context("connecting to Redis")?;
+                Some(Arc::new(Fflow::new(fflow, redis, config.redis.key_prefix)))
+            }
+            None => None,
+        };
         let scheduler = match config.scheduler {
             Some(scheduler) => Some(
                 Scheduler::build(scheduler)
@@ -81,6 +91,7 @@ impl Worker {
                     Topology::new(&config.amqp),
                 )),
                 moderation: config.moderation,
+                fflow,
                 http: reqwest::Client::new(),
             }),
             topology: Topology::new(&config.amqp),
@@ -182,6 +193,17 @@ async fn run_connection(
         let channel = connection.create_channel().await?;
         consumers.spawn(consume(context, channel, queue, tag, stop.clone()));
     }
+    if let Some(fflow) = &context.fflow {
+        let channel = connection.create_channel().await?;
+        consumers.spawn(consume_encode(
+            context.clone(),
+            fflow.clone(),
+            channel,
+            topology.encode_queue(),
+            format!("{replica}.encode"),
+            stop.clone(),
+        ));
+    }
     if context.moderation.is_some() {
         let channel = connection.create_channel().await?;
         consumers.spawn(consume_verify(
@@ -281,6 +303,72 @@ async fn consume_verify(
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reviewing {video}"))),
         }
+    }
+}
+
+/// Encode jobs: up to `REELAY_ENCODE_CONCURRENCY` followed at once, each in
+/// a task of its own (an encode takes a while and costs this worker
+/// nothing but polls). Acked when recorded; dead-lettered when no replica
+/// could take it (the video is FAILED then). On shutdown the tasks stop and
+/// closing the channel returns their messages to the queue.
+async fn consume_encode(
+    context: Arc<Context>,
+    fflow: Arc<Fflow>,
+    channel: lapin::Channel,
+    queue: String,
+    tag: String,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use lapin::options::{BasicAckOptions, BasicRejectOptions};
+    let prefetch = fflow.config().encode_concurrency;
+    let mut deliveries = subscribe(&channel, &queue, &tag, prefetch).await?;
+    let mut encodes: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    loop {
+        let delivery = tokio::select! {
+            () = stopped(stop.clone()) => {
+                encodes.shutdown().await;
+                return Ok(());
+            }
+            Some(ended) = encodes.join_next() => {
+                ended.map_err(|e| anyhow::anyhow!("an encode task panicked: {e}"))??;
+                continue;
+            }
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
+            },
+        };
+        let tag = delivery.delivery_tag;
+        let Some(JobHeader {
+            video,
+            kind: JobKind::Encode,
+        }) = JobHeader::parse(&delivery.properties)
+        else {
+            tracing::error!(delivery.tag = tag, "not an encode job; dead-lettering it");
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue: false })
+                .await?;
+            continue;
+        };
+        let (context, fflow, channel) = (context.clone(), fflow.clone(), channel.clone());
+        encodes.spawn(async move {
+            match crate::jobs::encode::run(&context, &fflow, video).await {
+                Ok(crate::jobs::encode::Encoding::Done) => {
+                    channel.basic_ack(tag, BasicAckOptions::default()).await?
+                }
+                Ok(crate::jobs::encode::Encoding::GaveUp(why)) => {
+                    tracing::error!(upload.id = %video, reason = %why, "encode job dead-lettered");
+                    channel
+                        .basic_reject(tag, BasicRejectOptions { requeue: false })
+                        .await?;
+                }
+                // PostgreSQL trouble: the consumer starts over and the
+                // message comes back.
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("encoding {video}"))),
+            }
+            Ok(())
+        });
     }
 }
 

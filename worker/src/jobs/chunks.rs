@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 
 use super::Context;
+use crate::fflow::Forwarder;
 
 /// Why a step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,8 @@ pub struct Upload {
     /// Parts being uploaded, oldest first; committed in this order.
     in_flight: VecDeque<InFlight>,
     pub last_chunk_at: Instant,
+    /// Sends new bytes on to the upload's fflow replica, when it has one.
+    pub forwarder: Option<Forwarder>,
 }
 
 /// Parts of one upload sent to S3 at once. Each holds its bytes (no copy:
@@ -184,6 +187,7 @@ impl Upload {
             ahead: BTreeMap::new(),
             in_flight: VecDeque::new(),
             last_chunk_at: Instant::now(),
+            forwarder: None,
         })))
     }
 
@@ -267,9 +271,18 @@ impl Upload {
         } else {
             data
         };
+        if let Some(forwarder) = &self.forwarder {
+            // The same bytes, not a copy.
+            forwarder.send(have, data.clone());
+        }
         self.buffer.push(data);
         self.pending.push((tag, self.have()));
         Accepted::Buffered
+    }
+
+    /// The upload's size and the end of what is durable.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.size, self.durable)
     }
 
     /// Deliveries whose bytes are all durable now; they leave `pending`.
@@ -642,6 +655,7 @@ mod tests {
             ahead: BTreeMap::new(),
             in_flight: VecDeque::new(),
             last_chunk_at: Instant::now(),
+            forwarder: None,
         }
     }
 

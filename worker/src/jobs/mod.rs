@@ -1,8 +1,10 @@
 //! One file per job: chunk jobs build the original in S3, delete jobs
-//! remove a video's objects. `shard` consumes a queue and dispatches.
+//! remove a video's objects, verify jobs ask moderation, encode jobs follow
+//! an fflow encode. `shard` consumes a chunk queue and dispatches.
 
 pub mod chunks;
 pub mod delete;
+pub mod encode;
 pub mod shard;
 pub mod verify;
 
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use reelay_shared::{mq::Publisher, retry::RetryPolicy, storage::Storage, store::Store};
 
-use crate::config::ModerationConfig;
+use crate::{config::ModerationConfig, fflow::Fflow};
 
 /// What every job needs.
 pub struct Context {
@@ -25,5 +27,8 @@ pub struct Context {
     pub publisher: Arc<Publisher>,
     /// Set when a moderation webhook is configured.
     pub moderation: Option<ModerationConfig>,
+    /// Set when fflow replicas are configured: uploads are forwarded and
+    /// encoded.
+    pub fflow: Option<Arc<Fflow>>,
     pub http: reqwest::Client,
 }

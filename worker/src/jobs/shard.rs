@@ -23,6 +23,9 @@ use super::{
     delete,
 };
 
+/// How long a finished upload waits for its last chunks to reach fflow.
+const FORWARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The consumer must start over from committed state (broker or Postgres
 /// trouble); everything held in memory is dropped.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +85,8 @@ impl<'a> Shard<'a> {
                     .await
             }
             JobKind::Delete => self.delete(tag, header.video).await,
-            JobKind::Verify => {
-                tracing::error!(upload.id = %header.video, "a verify job on a chunk queue; dead-lettering it");
+            JobKind::Verify | JobKind::Encode => {
+                tracing::error!(upload.id = %header.video, kind = ?header.kind, "a verify or encode job on a chunk queue; dead-lettering it");
                 self.dead_letter(vec![tag]).await
             }
         }
@@ -104,18 +107,21 @@ impl<'a> Shard<'a> {
                 .await
                 .map_err(|e| ShardError::State(e.to_string()))?;
             match Upload::load(self.ctx, video, &aggregate) {
-                Ok(Loaded::Active(upload)) => {
+                Ok(Loaded::Active(mut upload)) => {
+                    if let Some(fflow) = &self.ctx.fflow {
+                        let (size, durable) = upload.progress();
+                        upload.forwarder = fflow.forwarder(video, size, durable).await;
+                    }
                     self.uploads.insert(video, upload);
                 }
                 Ok(Loaded::Closed) => {
                     // A worker that died between committing Uploaded and
-                    // publishing the verify job left this chunk unacked.
-                    let awaits_review = aggregate.video.as_ref().is_some_and(|v| {
-                        v.status == VideoStatus::Uploaded
-                            && v.verification == Verification::Unverified
-                    });
-                    if awaits_review {
-                        self.request_review(video).await?;
+                    // publishing the follow-up jobs left this chunk unacked.
+                    if let Some(v) = aggregate.video.as_ref()
+                        && v.status == VideoStatus::Uploaded
+                    {
+                        self.after_upload(video, v.verification == Verification::Unverified)
+                            .await?;
                     }
                     tracing::debug!(upload.id = %video, offset_bytes = offset, "chunk for a closed upload dropped");
                     return self.ack(vec![tag]).await;
@@ -157,10 +163,15 @@ impl<'a> Shard<'a> {
                 if upload.is_complete() {
                     tracing::info!(upload.id = %video, "upload stored");
                     let rest = upload.take_pending();
+                    let forwarder = upload.forwarder.take();
                     self.uploads.remove(&video);
+                    // The encode reads the replica's copy if it is whole.
+                    if let Some(forwarder) = forwarder {
+                        forwarder.finish(FORWARD_DRAIN).await;
+                    }
                     // Before the last acks: if this fails, redelivery of
-                    // those chunks requests the review again.
-                    self.request_review(video).await?;
+                    // those chunks publishes the jobs again.
+                    self.after_upload(video, true).await?;
                     self.ack(rest).await?;
                 }
                 return self.ack(done).await;
@@ -227,18 +238,23 @@ impl<'a> Shard<'a> {
         }
     }
 
-    /// Puts a verify job on the queue when moderation is configured.
-    async fn request_review(&self, video: VideoId) -> Result<(), ShardError> {
-        if self.ctx.moderation.is_none() {
-            return Ok(());
+    /// The jobs that follow a finished upload: a verify job (when
+    /// moderation is configured and `review` holds) and an encode job (when
+    /// fflow is). Both are idempotent, so publishing twice is harmless.
+    async fn after_upload(&self, video: VideoId, review: bool) -> Result<(), ShardError> {
+        let mut kinds = Vec::new();
+        if review && self.ctx.moderation.is_some() {
+            kinds.push(JobKind::Verify);
         }
-        self.ctx
-            .publisher
-            .publish_confirmed(JobHeader {
-                video,
-                kind: JobKind::Verify,
-            })
-            .await?;
+        if self.ctx.fflow.is_some() {
+            kinds.push(JobKind::Encode);
+        }
+        for kind in kinds {
+            self.ctx
+                .publisher
+                .publish_confirmed(JobHeader { video, kind })
+                .await?;
+        }
         Ok(())
     }
 

@@ -46,11 +46,13 @@ pub async fn review(
     let Some(v) = aggregate.video else {
         return Ok(Reviewed::Done);
     };
-    let reviewable = matches!(v.status, VideoStatus::Uploaded | VideoStatus::Ready)
-        && matches!(
-            v.verification,
-            Verification::Unverified | Verification::PendingReview
-        );
+    let reviewable = matches!(
+        v.status,
+        VideoStatus::Uploaded | VideoStatus::Encoding | VideoStatus::Ready
+    ) && matches!(
+        v.verification,
+        Verification::Unverified | Verification::PendingReview
+    );
     if !reviewable {
         return Ok(Reviewed::Done);
     }

@@ -1,0 +1,286 @@
+//! Encode jobs: once a video is UPLOADED, ask the fflow replica that holds
+//! its session to encode it, follow the encode to its end, and record it:
+//! ENCODING → READY, or FAILED with ffmpeg's reason.
+//!
+//! When the routed replica is gone, does not know the session, or holds an
+//! incomplete copy, the encode moves to a live replica that reads the
+//! original from S3: the same input, the same result. A job redelivered
+//! after its worker died picks the encode up where it runs (asking to
+//! encode is idempotent on the replica). Every event is appended only if
+//! the video is still where the job expects it, so two jobs for one video
+//! do nothing twice.
+
+use std::time::Duration;
+
+use reelay_shared::{
+    VideoId, VideoStatus,
+    domain::{Playback, VideoEvent},
+    fflow::{EncodeState, Encoded, Source},
+};
+
+use super::{Context, chunks::StepError};
+use crate::fflow::{CallError, Fflow};
+
+/// Replicas one job tries before it gives up.
+const MAX_REPLICAS: usize = 3;
+/// Failed status calls in a row after which a replica counts as gone.
+const LOST_AFTER: u32 = 3;
+/// Progress is recorded in steps of this many percent.
+const PROGRESS_STEP: u8 = 10;
+
+/// How an encode job ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// READY or FAILED recorded, or nothing to do (deleted, done already).
+    Done,
+    /// No replica could take it: the video is FAILED with this reason.
+    GaveUp(String),
+}
+
+pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encoding, StepError> {
+    let Some(v) = ctx.store.video(video).await? else {
+        return Ok(Encoding::Done);
+    };
+    if !matches!(v.status, VideoStatus::Uploaded | VideoStatus::Encoding) {
+        return Ok(Encoding::Done);
+    }
+    let size = v.size();
+    let mut address = fflow.route(video).await;
+    let mut source = Source::Local;
+    let mut tried = 0;
+    while tried < MAX_REPLICAS {
+        let current = match address.take() {
+            Some(address) => address,
+            None => match start_anywhere(ctx, fflow, video, size, None).await {
+                Some(address) => {
+                    source = Source::S3;
+                    address
+                }
+                None => break,
+            },
+        };
+        tried += 1;
+        let asked = match fflow.encode(&current, video, source).await {
+            // The forwarder may still be sending the last chunks.
+            Err(CallError::Incomplete) if source == Source::Local => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                fflow.encode(&current, video, source).await
+            }
+            other => other,
+        };
+        match asked {
+            Ok(_) => {}
+            Err(CallError::Incomplete) => {
+                tracing::info!(upload.id = %video, fflow = %current, "the replica's copy is incomplete; it reads the original from S3");
+                source = Source::S3;
+                address = Some(current);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(upload.id = %video, fflow = %current, error = %e, "the routed replica can't encode; moving to another");
+                address = start_anywhere(ctx, fflow, video, size, Some(&current)).await;
+                source = Source::S3;
+                continue;
+            }
+        }
+        started(ctx, video, &current, source, tried > 1).await?;
+        match follow(ctx, fflow, video, &current, source).await? {
+            Followed::Finished => return Ok(Encoding::Done),
+            Followed::Lost => {
+                tracing::warn!(upload.id = %video, fflow = %current, "the replica went away mid-encode; moving to another");
+                address = start_anywhere(ctx, fflow, video, size, Some(&current)).await;
+                source = Source::S3;
+            }
+        }
+    }
+    let reason = "no encoder replica could take the video".to_owned();
+    fail(ctx, video, reason.clone()).await?;
+    fflow.forget_route(video).await;
+    Ok(Encoding::GaveUp(reason))
+}
+
+/// A session on any live replica but `dead`, retried with backoff while
+/// none answers.
+async fn start_anywhere(
+    ctx: &Context,
+    fflow: &Fflow,
+    video: VideoId,
+    size: u64,
+    dead: Option<&str>,
+) -> Option<String> {
+    ctx.retry
+        .run("start_fflow_session", || async {
+            fflow
+                .start_session(video, size, dead)
+                .await
+                .ok_or("no fflow replica answered")
+        })
+        .await
+        .ok()
+}
+
+enum Followed {
+    Finished,
+    Lost,
+}
+
+/// Polls the replica until the encode ends, recording progress in steps.
+async fn follow(
+    ctx: &Context,
+    fflow: &Fflow,
+    video: VideoId,
+    address: &str,
+    source: Source,
+) -> Result<Followed, StepError> {
+    let mut recorded = 0u8;
+    let mut misses = 0u32;
+    loop {
+        let info = match fflow.status(address, video, fflow.config().poll).await {
+            Ok(info) => {
+                misses = 0;
+                info
+            }
+            Err(e) => {
+                misses += 1;
+                tracing::debug!(upload.id = %video, fflow = %address, error = %e, "encode status unavailable");
+                if misses >= LOST_AFTER {
+                    return Ok(Followed::Lost);
+                }
+                tokio::time::sleep(fflow.config().poll).await;
+                continue;
+            }
+        };
+        match info.encode {
+            // A replica that restarted took the session back idle: ask again.
+            EncodeState::Idle => {
+                if let Err(e) = fflow.encode(address, video, source).await {
+                    tracing::warn!(upload.id = %video, error = %e, "asking again to encode failed");
+                    return Ok(Followed::Lost);
+                }
+            }
+            // The long poll waited already.
+            EncodeState::Queued => {}
+            EncodeState::Running { percent } => {
+                if percent >= recorded.saturating_add(PROGRESS_STEP) {
+                    progressed(ctx, video, percent).await?;
+                    recorded = percent - percent % PROGRESS_STEP;
+                }
+            }
+            EncodeState::Done { result } => {
+                encoded(ctx, video, result).await?;
+                fflow.drop_session(address, video).await;
+                fflow.forget_route(video).await;
+                return Ok(Followed::Finished);
+            }
+            EncodeState::Failed { reason } => {
+                tracing::warn!(upload.id = %video, reason, "encode failed");
+                fail(ctx, video, reason).await?;
+                fflow.drop_session(address, video).await;
+                fflow.forget_route(video).await;
+                return Ok(Followed::Finished);
+            }
+        }
+        // Deleted meanwhile: stop the encode; the delete job cleans up.
+        if ctx
+            .store
+            .video(video)
+            .await?
+            .is_some_and(|v| v.status == VideoStatus::Deleted)
+        {
+            fflow.drop_session(address, video).await;
+            fflow.forget_route(video).await;
+            return Ok(Followed::Finished);
+        }
+    }
+}
+
+/// Records where the encode runs: when it starts, and again when it moved
+/// to another replica (`moved`).
+async fn started(
+    ctx: &Context,
+    video: VideoId,
+    address: &str,
+    source: Source,
+    moved: bool,
+) -> Result<(), StepError> {
+    let event = VideoEvent::EncodingStarted {
+        replica: address.to_owned(),
+        source,
+    };
+    ctx.store
+        .append(video, |current| {
+            Ok(match current.video.as_ref().map(|v| v.status) {
+                Some(VideoStatus::Uploaded) => (vec![event], ()),
+                Some(VideoStatus::Encoding) if moved => (vec![event], ()),
+                _ => (vec![], ()),
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+async fn progressed(ctx: &Context, video: VideoId, percent: u8) -> Result<(), StepError> {
+    ctx.store
+        .append(video, |current| {
+            Ok(match current.video.as_ref() {
+                Some(v)
+                    if v.status == VideoStatus::Encoding
+                        && i16::from(percent) > v.encoding_percentage =>
+                {
+                    (vec![VideoEvent::EncodingProgressed { percent }], ())
+                }
+                _ => (vec![], ()),
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+async fn encoded(ctx: &Context, video: VideoId, result: Encoded) -> Result<(), StepError> {
+    let event = VideoEvent::Encoded {
+        renditions: result.renditions,
+        playback: Playback {
+            prefix: result.prefix,
+            hls: result.hls,
+            dash: result.dash,
+            poster: result.poster,
+            duration_ms: result.duration_ms,
+        },
+    };
+    let status = ctx
+        .store
+        .append(video, |current| {
+            let status = current.video.as_ref().map(|v| v.status);
+            Ok(match status {
+                Some(VideoStatus::Encoding) => (vec![event], status),
+                _ => (vec![], status),
+            })
+        })
+        .await?;
+    match status {
+        Some(VideoStatus::Encoding) => {
+            tracing::info!(upload.id = %video, "video ready");
+        }
+        // Deleted while encoding: the delete job may have run before the
+        // renditions landed, so remove them too.
+        Some(VideoStatus::Deleted) => {
+            ctx.storage.remove_video(video, None, &ctx.retry).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn fail(ctx: &Context, video: VideoId, reason: String) -> Result<(), StepError> {
+    ctx.store
+        .append(video, |current| {
+            Ok(match current.video.as_ref().map(|v| v.status) {
+                Some(VideoStatus::Uploaded | VideoStatus::Encoding) => {
+                    (vec![VideoEvent::Failed { reason }], ())
+                }
+                _ => (vec![], ()),
+            })
+        })
+        .await?;
+    Ok(())
+}
