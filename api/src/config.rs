@@ -20,6 +20,9 @@ pub struct ApiConfig {
     /// set, RS256 tokens are accepted too.
     pub jwt_public_key: Option<String>,
     pub replica: String,
+    /// `REELAY_PUBLIC_URL` (default unset: the Host a request came to): the
+    /// base of the manifest URLs handed to players.
+    pub public_url: Option<String>,
     /// The S3 settings (the api names object keys and presigns links; it
     /// never sends object bytes).
     pub s3: S3Config,
@@ -49,6 +52,8 @@ impl ApiConfig {
             jwt_public_key: Some(reelay_shared::config::var_or("REELAY_JWT_PUBLIC_KEY", ""))
                 .filter(|k| !k.is_empty()),
             replica: reelay_shared::config::var_or("REELAY_REPLICA", "api"),
+            public_url: Some(reelay_shared::config::var_or("REELAY_PUBLIC_URL", ""))
+                .filter(|u| !u.is_empty()),
             s3: S3Config::from_env()?,
             link_ttl: Duration::from_secs(parse_or("REELAY_LINK_TTL_SECS", 900u64)?),
             link_max_ttl: Duration::from_secs(parse_or("REELAY_LINK_MAX_TTL_SECS", 86_400u64)?),

@@ -45,6 +45,11 @@ pub struct AppState {
     pub service_links_unverified: bool,
     pub metrics: PrometheusHandle,
     pub replica: String,
+    /// Signs playback tokens (the same secret as HS256 bearer tokens, under
+    /// its own context string).
+    pub jwt_secret: String,
+    /// `REELAY_PUBLIC_URL`: the base of URLs handed to players.
+    pub public_url: Option<String>,
 }
 
 pub struct Application {
@@ -94,6 +99,8 @@ impl Application {
             service_links_unverified: config.service_links_unverified,
             metrics: telemetry::metrics_handle(),
             replica: config.replica.clone(),
+            jwt_secret: config.jwt_secret.clone(),
+            public_url: config.public_url.clone(),
         };
         let listener = TcpListener::bind(config.addr)
             .await
@@ -167,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::moderation::router())
         .merge(routes::onboarding::router())
         .merge(routes::devices::router())
+        .merge(routes::playback::router())
         .merge(routes::ops::router())
         .layer(axum::middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())

@@ -37,9 +37,13 @@ pub fn link_ttl(state: &AppState, asked: Option<u64>) -> ApiResult<Duration> {
     }
 }
 
-/// Whether a video in `status` can be linked to at all.
+/// Whether a video in `status` can be linked to at all: its original is
+/// whole from UPLOADED on, also while it encodes.
 pub fn linkable(status: VideoStatus) -> bool {
-    matches!(status, VideoStatus::Uploaded | VideoStatus::Ready)
+    matches!(
+        status,
+        VideoStatus::Uploaded | VideoStatus::Encoding | VideoStatus::Ready
+    )
 }
 
 /// Whether `role` may have a link to a video in this moderation state, the

@@ -3,6 +3,7 @@ pub mod links;
 pub mod moderation;
 pub mod onboarding;
 pub mod ops;
+pub mod playback;
 pub mod profile;
 pub mod tus;
 pub mod videos;

@@ -64,7 +64,7 @@ async fn set(
     let video = owned_video(&state, user, &request.video_id).await?;
     if !linkable(video.status) {
         return Err(ApiError::WrongState(format!(
-            "a profile video must be UPLOADED or READY; this one is {:?}",
+            "a profile video must be UPLOADED, ENCODING or READY; this one is {:?}",
             video.status
         )));
     }

@@ -40,6 +40,8 @@ pub struct VideoView {
     pub status: VideoStatus,
     /// Share of the original durable in S3, 0–100.
     pub uploaded_percentage: u8,
+    /// How far the encoder got, 0–100 (100 once READY).
+    pub encoding_percentage: u8,
     pub size_bytes: u64,
     /// Bytes the broker confirmed (what HEAD reports as Upload-Offset).
     pub received_bytes: u64,
@@ -63,6 +65,7 @@ impl From<Video> for VideoView {
             id: v.id.to_string(),
             status: v.status,
             uploaded_percentage: v.uploaded_percentage(),
+            encoding_percentage: v.encoding_percentage.clamp(0, 100) as u8,
             size_bytes: v.size(),
             received_bytes: v.received(),
             stored_bytes: v.stored(),
@@ -258,13 +261,26 @@ async fn link(
     let Query(q) =
         query.map_err(|_| ApiError::BadRequest("ttl must be a whole number of seconds".into()))?;
     let ttl = link_ttl(&state, q.ttl)?;
-    // The owner, or an admin for any video (also a rejected one).
+    let video = linkable_video(&state, caller, &id).await?;
+    if !linkable(video.status) {
+        return Err(ApiError::WrongState(format!(
+            "links exist for UPLOADED, ENCODING or READY videos; this one is {:?}",
+            video.status
+        )));
+    }
+    Ok(Json(presign(&state, video.id, ttl).await?))
+}
+
+/// A video the caller may have links to: their own, or any (also a
+/// rejected one) for an admin; 404 for a deleted one; services get theirs
+/// through `POST /v1/links`.
+pub async fn linkable_video(state: &AppState, caller: Caller, id: &str) -> ApiResult<Video> {
     let video = match caller.role {
         Role::Admin => {
-            let id = VideoId::parse(&id).ok_or(ApiError::NotFound)?;
+            let id = VideoId::parse(id).ok_or(ApiError::NotFound)?;
             state.store.video(id).await?.ok_or(ApiError::NotFound)?
         }
-        Role::User => owned_video(&state, caller.user, &id).await?,
+        Role::User => owned_video(state, caller.user, id).await?,
         Role::Service => {
             return Err(ApiError::Forbidden(
                 "services get links through POST /v1/links",
@@ -274,13 +290,7 @@ async fn link(
     if video.status == VideoStatus::Deleted {
         return Err(ApiError::NotFound);
     }
-    if !linkable(video.status) {
-        return Err(ApiError::WrongState(format!(
-            "links exist for UPLOADED or READY videos; this one is {:?}",
-            video.status
-        )));
-    }
-    Ok(Json(presign(&state, video.id, ttl).await?))
+    Ok(video)
 }
 
 #[derive(Serialize)]
