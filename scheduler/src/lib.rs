@@ -96,6 +96,7 @@ impl Scheduler {
             },
             rules: config.rules,
             replica: config.replica.clone(),
+            http: reqwest::Client::new(),
         };
         Ok(Self {
             lease,

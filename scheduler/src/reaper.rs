@@ -102,6 +102,8 @@ pub struct Reaper {
     pub retry: RetryPolicy,
     pub rules: ReapRules,
     pub replica: String,
+    /// Tells fflow replicas to drop the sessions of reaped uploads.
+    pub http: reqwest::Client,
 }
 
 /// How an item ended.
@@ -357,13 +359,28 @@ impl Reaper {
         Ok(if removed { Step::Done } else { Step::Nothing })
     }
 
-    /// Every Redis key of an upload session: its routing entry and its lock.
+    /// Every Redis key of an upload session (its fflow route and its lock),
+    /// after telling the routed fflow replica to drop the session's files
+    /// (best effort: a replica also drops idle sessions by itself).
     async fn forget_in_redis(&self, id: VideoId) -> Result<(), redis::RedisError> {
         let mut redis = self.redis.clone();
-        let keys = [
-            routing::session_key(&self.redis_prefix, id),
-            self.locks.key(id),
-        ];
+        let route_key = routing::session_key(&self.redis_prefix, id);
+        let route: Option<String> = redis::cmd("GET")
+            .arg(&route_key)
+            .query_async(&mut redis)
+            .await?;
+        if let Some(address) = route {
+            let dropped = self
+                .http
+                .delete(format!("{address}sessions/{id}"))
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await;
+            if let Err(e) = dropped {
+                tracing::info!(upload.id = %id, fflow = %address, error = %e, "fflow replica unreachable; it drops the idle session by itself");
+            }
+        }
+        let keys = [route_key, self.locks.key(id)];
         redis::cmd("DEL")
             .arg(&keys)
             .query_async::<()>(&mut redis)
