@@ -121,6 +121,7 @@ impl TestEnv {
             jwt_secret: self.jwt_secret.clone(),
             jwt_public_key: None,
             replica: format!("api-{}", self.id),
+            public_url: None,
             s3: self.s3.clone(),
             link_ttl: Duration::from_secs(900),
             link_max_ttl: Duration::from_secs(86_400),
@@ -147,13 +148,132 @@ impl TestEnv {
             http_addr: None,
             moderation: None,
             scheduler: None,
+            fflow: None,
             database: DatabaseConfig {
                 url: self.database_url.clone(),
                 max_connections: 4,
             },
+            redis: self.redis.clone(),
             amqp: self.amqp.clone(),
             s3: self.s3.clone(),
         }
+    }
+
+    /// A worker's settings that forward to and encode on `fflow` (bases of
+    /// replicas), polling encodes often.
+    pub fn worker_config_with_fflow(&self, fflow: &[String]) -> WorkerConfig {
+        WorkerConfig {
+            fflow: Some(reelay_worker::fflow::FflowConfig {
+                urls: fflow.to_vec(),
+                route_ttl: Duration::from_secs(3600),
+                encode_concurrency: 4,
+                poll: Duration::from_millis(100),
+            }),
+            ..self.worker_config()
+        }
+    }
+
+    /// An fflow replica's settings: its own data folder under `dir`.
+    pub fn fflow_config(
+        &self,
+        replica: &str,
+        dir: &std::path::Path,
+    ) -> reelay_fflow::config::FflowConfig {
+        reelay_fflow::config::FflowConfig {
+            addr: "127.0.0.1:0".parse().expect("an address"),
+            replica: replica.to_owned(),
+            public_url: None,
+            data_dir: dir.join(replica),
+            disk_budget: 1 << 30,
+            max_encodes: 2,
+            session_ttl: Duration::from_secs(3600),
+            preset: "ultrafast".into(),
+            s3: self.s3.clone(),
+        }
+    }
+
+    /// An fflow replica inside the test process; its data under `dir`.
+    pub async fn spawn_fflow(&self, replica: &str, dir: &std::path::Path) -> TestFflow {
+        let app = reelay_fflow::Application::build(self.fflow_config(replica, dir))
+            .await
+            .expect("fflow builds");
+        let address = app.address().to_owned();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let task = tokio::spawn(async move {
+            let _ = app.run_until_stopped(std::future::pending()).await;
+        });
+        TestFflow {
+            base,
+            address,
+            data_dir: dir.join(replica),
+            task: Some(task),
+        }
+    }
+
+    /// The `reelay-fflow` binary as replica `replica`, on a port it picks;
+    /// returns once it listens, with its base URL.
+    pub async fn spawn_fflow_process(
+        &self,
+        replica: &str,
+        dir: &std::path::Path,
+    ) -> (tokio::process::Child, TestFflow) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary("reelay-fflow"))
+            .envs([
+                ("REELAY_FFLOW_ADDR", "127.0.0.1:0".to_owned()),
+                ("REELAY_FFLOW_REPLICA", replica.to_owned()),
+                (
+                    "REELAY_FFLOW_DATA_DIR",
+                    dir.join(replica).display().to_string(),
+                ),
+                ("REELAY_FFLOW_PRESET", "ultrafast".to_owned()),
+                ("REELAY_S3_ENDPOINT", self.s3.endpoint.clone()),
+                ("REELAY_S3_BUCKET", self.s3.bucket.clone()),
+                ("REELAY_S3_REGION", self.s3.region.clone()),
+                ("REELAY_S3_ACCESS_KEY_ID", self.s3.access_key_id.clone()),
+                (
+                    "REELAY_S3_SECRET_ACCESS_KEY",
+                    self.s3.secret_access_key.clone(),
+                ),
+                ("REELAY_S3_PREFIX", self.s3.key_prefix.clone()),
+                ("REELAY_LOG_FORMAT", "json".to_owned()),
+                ("RUST_LOG", "info".to_owned()),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("reelay-fflow starts (run `cargo build --bins` first)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if log["message"] == "fflow listening" {
+                    return log["address"].as_str().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("reelay-fflow says where it listens");
+        // Keep reading so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = address
+            .trim_end_matches('/')
+            .trim_end_matches(replica)
+            .trim_end_matches('/')
+            .to_owned();
+        let fflow = TestFflow {
+            base,
+            address,
+            data_dir: dir.join(replica),
+            task: None,
+        };
+        (child, fflow)
     }
 
     /// The same settings as environment variables, for the real binaries.
@@ -177,6 +297,8 @@ impl TestEnv {
                 w.s3_retry_base.as_millis().to_string(),
             ),
             ("REELAY_STAGE_IDLE_MS", w.stage_idle.as_millis().to_string()),
+            ("REDIS_URL", w.redis.url),
+            ("REELAY_REDIS_PREFIX", w.redis.key_prefix),
             ("REELAY_REPLICA", w.replica),
             ("REELAY_LOG_FORMAT", "pretty".into()),
             ("RUST_LOG", "warn,reelay_worker=info".into()),
@@ -427,6 +549,17 @@ impl TestEnv {
             .expect("the video exists")
     }
 
+    /// The kinds of the video's events, oldest first.
+    pub async fn event_kinds(&self, id: VideoId) -> Vec<String> {
+        self.store
+            .events(id)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
     /// Waits until the video reaches `status` or fails the test.
     pub async fn wait_for_status(
         &self,
@@ -563,6 +696,45 @@ impl TestApi {
 impl Drop for TestApi {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An fflow replica (in the test process, or a process the test holds).
+pub struct TestFflow {
+    /// Where sessions start: `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Its own address, `<base>/<replica>/`.
+    pub address: String,
+    pub data_dir: PathBuf,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestFflow {
+    /// Files the replica holds (glued sources, encode outputs).
+    pub fn local_files(&self) -> usize {
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&self.data_dir)
+    }
+}
+
+impl Drop for TestFflow {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

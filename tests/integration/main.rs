@@ -4,6 +4,7 @@ mod auth;
 mod authorization;
 mod bad_input;
 mod concurrency;
+mod encoding;
 mod failures;
 mod leadership;
 mod moderation;

@@ -88,14 +88,7 @@ async fn replacing_the_profile_video_deletes_the_previous_one() {
         "refusals change nothing"
     );
 
-    let history: Vec<String> = env
-        .store
-        .events(second)
-        .await
-        .expect("history")
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let history = env.event_kinds(second).await;
     assert!(
         history.contains(&"profile_video_set".to_owned()),
         "the video's history shows it became the profile video: {history:?}"
@@ -111,14 +104,7 @@ async fn replacing_the_profile_video_deletes_the_previous_one() {
         .expect("DELETE");
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     assert_eq!(current_profile(&tus).await, None);
-    let history: Vec<String> = env
-        .store
-        .events(second)
-        .await
-        .expect("history")
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let history = env.event_kinds(second).await;
     let at = |kind: &str| history.iter().position(|k| k == kind);
     assert!(
         matches!((at("deleted"), at("profile_video_cleared")), (Some(d), Some(c)) if d < c),

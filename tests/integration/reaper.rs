@@ -40,7 +40,11 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
     let mut api_config = env.api_config();
     api_config.upload.expiry = Duration::from_secs(3);
     let api = env.spawn_api_with(api_config).await;
-    let worker = env.spawn_worker().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fflow = env.spawn_fflow("r1", dir.path()).await;
+    let worker = env
+        .spawn_worker_with(env.worker_config_with_fflow(std::slice::from_ref(&fflow.base)))
+        .await;
     let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
 
     // One part stored, the rest of what was sent staged: a multipart upload
@@ -62,13 +66,12 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
         !env.object_keys().await.is_empty(),
         "staged segments are in S3"
     );
-    // What an fflow replica's session leaves in Redis (the fflow issue).
+    // The chunks went to an fflow replica too: a route and local files.
     let mut redis = env.redis().await;
     let route_key = routing::session_key(&env.redis.key_prefix, id);
-    let _: () = redis
-        .set(&route_key, "http://127.0.0.1:4050/r1/")
-        .await
-        .expect("SET");
+    let route: Option<String> = redis.get(&route_key).await.expect("GET");
+    assert_eq!(route.as_deref(), Some(fflow.address.as_str()));
+    assert!(fflow.local_files() > 0, "the replica glued what came");
 
     // The client goes away; the session expires and the reaper takes it.
     let _scheduler = env.spawn_scheduler(env.scheduler_config()).await;
@@ -83,6 +86,11 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
 
     let exists: bool = redis.exists(&route_key).await.expect("EXISTS");
     assert!(!exists, "the routing key is gone");
+    assert_eq!(
+        fflow.local_files(),
+        0,
+        "the replica dropped the session's files"
+    );
     let lock_exists: bool = redis
         .exists(format!("{}upload-lock:{id}", env.redis.key_prefix))
         .await
