@@ -6,7 +6,7 @@ export REELAY_JWT_SECRET ?= reelay-dev-secret
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build token bench bench-api rebuild-projections lint
+.PHONY: up test services build token bench bench-api bench-encode rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -47,6 +47,11 @@ bench-api: services
 	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
 	cargo build --release --bins
 	./target/release/reelay-api-bench $(BENCH_ARGS)
+
+## Time to playable through reelay against ffmpeg alone; see BENCHMARKS.md.
+bench-encode: services
+	cargo build --release --bins
+	./target/release/reelay-encode-bench $(BENCH_ARGS)
 
 rebuild-projections: build
 	./target/debug/reelay-worker rebuild-projections

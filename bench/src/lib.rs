@@ -40,6 +40,76 @@ pub async fn wait_ready(base: &str) -> anyhow::Result<()> {
     bail!("the api was not ready within 30 s")
 }
 
+/// A minimal tus client (so the client takes little of the 2 cores): POST,
+/// then sequential PATCHes of `patch` bytes. Returns the upload id once the
+/// last PATCH was answered (every byte acknowledged).
+pub async fn tus_upload(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    data: bytes::Bytes,
+    patch: usize,
+) -> anyhow::Result<String> {
+    let created = http
+        .post(format!("{base}/files/"))
+        .bearer_auth(token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len())
+        .send()
+        .await?;
+    if created.status() != 201 {
+        bail!("creation failed: {}", created.status());
+    }
+    let location = created.headers()["location"].to_str()?.to_owned();
+    let id = location.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut offset = 0usize;
+    while offset < data.len() {
+        let end = (offset + patch).min(data.len());
+        let r = http
+            .patch(format!("{base}{location}"))
+            .bearer_auth(token)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset)
+            .body(data.slice(offset..end))
+            .send()
+            .await?;
+        if r.status() != 204 {
+            bail!(
+                "PATCH at {offset} failed: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        offset = end;
+    }
+    Ok(id)
+}
+
+/// Polls the video every 20 ms until it has `status`; fails if it FAILED.
+pub async fn wait_for_status(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    loop {
+        let video: serde_json::Value = http
+            .get(format!("{base}/v1/videos/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match video["status"].as_str() {
+            Some(s) if s == status => return Ok(()),
+            Some("FAILED") => bail!("the video failed: {}", video["failure_reason"]),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// A token from `reelay-api token` for `user` with `role`.
 pub async fn token(
     bin_dir: &str,

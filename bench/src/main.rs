@@ -9,9 +9,9 @@
 //! The tus client here is a minimal one in Rust (POST, then sequential
 //! PATCHes), so the client spends little of the 2 cores being measured.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
@@ -195,54 +195,10 @@ async fn through_reelay(
 ) -> anyhow::Result<(f64, f64)> {
     let http = reqwest::Client::new();
     let started = Instant::now();
-    let created = http
-        .post(format!("{base}/files/"))
-        .bearer_auth(token)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", data.len())
-        .send()
-        .await?;
-    if created.status() != 201 {
-        bail!("creation failed: {}", created.status());
-    }
-    let location = created.headers()["location"].to_str()?.to_owned();
-    let id = location.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut offset = 0usize;
-    while offset < data.len() {
-        let end = (offset + patch as usize).min(data.len());
-        let r = http
-            .patch(format!("{base}{location}"))
-            .bearer_auth(token)
-            .header("tus-resumable", "1.0.0")
-            .header("content-type", "application/offset+octet-stream")
-            .header("upload-offset", offset)
-            .body(data.slice(offset..end))
-            .send()
-            .await?;
-        if r.status() != 204 {
-            bail!(
-                "PATCH at {offset} failed: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
-        offset = end;
-    }
+    let id = reelay_bench::tus_upload(&http, base, token, data, patch as usize).await?;
     let ingested = started.elapsed().as_secs_f64();
-    loop {
-        let status: serde_json::Value = http
-            .get(format!("{base}/v1/videos/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        match status["status"].as_str() {
-            Some("UPLOADED") => return Ok((ingested, started.elapsed().as_secs_f64())),
-            Some("FAILED") => bail!("the upload failed: {}", status["failure_reason"]),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    reelay_bench::wait_for_status(&http, base, token, &id, "UPLOADED").await?;
+    Ok((ingested, started.elapsed().as_secs_f64()))
 }
 
 /// Pids whose command name is `name` (for the services the run leans on).
