@@ -6,6 +6,7 @@
 #   RabbitMQ   127.0.0.1:5672 (guest/guest)
 #   Redis      127.0.0.1:6379
 #   Garage     127.0.0.1:3900 (S3), bucket reelay, dev key (scripts/garage.sh)
+#   ffmpeg     ffmpeg and ffprobe, which fflow runs and the tests probe with
 #   tuspy      the Python tus client the tests drive
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,12 @@ fi
 
 # Garage (S3)
 "$here/garage.sh"
+
+# ffmpeg (fflow encodes with it; the tests make and probe videos with it)
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  log "installing ffmpeg"
+  apt_install ffmpeg
+fi
 
 # The Python tus client used by the tests and the benchmark.
 if ! python3 -c "import tusclient" 2>/dev/null; then
