@@ -114,7 +114,9 @@ fn reserved(size: u64) -> u64 {
 
 impl Sessions {
     /// Opens the data folder, taking back the sessions a previous run left
-    /// (their glued bytes still count) and dropping anything else in it.
+    /// (their glued bytes still count). A session folder without its
+    /// `meta.json` (cut off while starting) is removed; anything not named
+    /// like a session is left alone, in case the folder is shared.
     pub async fn open(dir: PathBuf, budget: u64, address: String) -> std::io::Result<Self> {
         tokio::fs::create_dir_all(&dir).await?;
         let mut map = HashMap::new();
@@ -126,7 +128,11 @@ impl Sessions {
                 .await
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
-            let (Some(video), Some(meta)) = (video, meta) else {
+            let Some(video) = video else {
+                tracing::warn!(path = %path.display(), "not a session; left alone");
+                continue;
+            };
+            let Some(meta) = meta else {
                 remove(&path).await;
                 continue;
             };
@@ -380,7 +386,9 @@ mod tests {
         let source = sessions.get(video).unwrap().source();
         assert_eq!(tokio::fs::read(source).await.unwrap(), b"abcdefghij");
 
-        // A restart takes the session back with its bytes.
+        // A restart takes the session back with its bytes, and leaves what
+        // is not a session alone.
+        std::fs::write(dir.path().join("data").join("notes.txt"), b"mine").unwrap();
         drop(sessions);
         let again = Sessions::open(dir.path().join("data"), 1 << 20, "http://x/r1/".into())
             .await
@@ -391,10 +399,11 @@ mod tests {
             again.info(video).await,
             Err(SessionError::Unknown)
         ));
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("data")).unwrap().count(),
-            0
-        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["notes.txt"]);
     }
 
     #[tokio::test]
