@@ -141,7 +141,7 @@ impl Fflow {
         let n = self.config.urls.len();
         for i in 0..n {
             let base = self.config.urls[(next as usize + i) % n].trim_end_matches('/');
-            if instead_of.is_some_and(|dead| dead.starts_with(base)) {
+            if instead_of.is_some_and(|dead| dead.starts_with(&format!("{base}/"))) {
                 continue;
             }
             let started = self

@@ -16,6 +16,7 @@ use reelay_shared::{
     VideoId, VideoStatus,
     domain::{Playback, VideoEvent},
     fflow::{EncodeState, Encoded, Source},
+    retry::RetryPolicy,
 };
 
 use super::{Context, chunks::StepError};
@@ -51,7 +52,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
     while tried < MAX_REPLICAS {
         let current = match address.take() {
             Some(address) => address,
-            None => match start_anywhere(ctx, fflow, video, size, None).await {
+            None => match start_anywhere(fflow, video, size, None).await {
                 Some(address) => {
                     source = Source::S3;
                     address
@@ -78,7 +79,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
             }
             Err(e) => {
                 tracing::warn!(upload.id = %video, fflow = %current, error = %e, "the routed replica can't encode; moving to another");
-                address = start_anywhere(ctx, fflow, video, size, Some(&current)).await;
+                address = start_anywhere(fflow, video, size, Some(&current)).await;
                 source = Source::S3;
                 continue;
             }
@@ -88,7 +89,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
             Followed::Finished => return Ok(Encoding::Done),
             Followed::Lost => {
                 tracing::warn!(upload.id = %video, fflow = %current, "the replica went away mid-encode; moving to another");
-                address = start_anywhere(ctx, fflow, video, size, Some(&current)).await;
+                address = start_anywhere(fflow, video, size, Some(&current)).await;
                 source = Source::S3;
             }
         }
@@ -99,16 +100,23 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
     Ok(Encoding::GaveUp(reason))
 }
 
+/// How long an encode waits for any fflow replica to answer (a restart of
+/// them all, say) before the video fails: 1 s doubling to 32 s, ten times,
+/// about three minutes.
+const NO_REPLICA: RetryPolicy = RetryPolicy {
+    attempts: 10,
+    base: Duration::from_secs(1),
+};
+
 /// A session on any live replica but `dead`, retried with backoff while
 /// none answers.
 async fn start_anywhere(
-    ctx: &Context,
     fflow: &Fflow,
     video: VideoId,
     size: u64,
     dead: Option<&str>,
 ) -> Option<String> {
-    ctx.retry
+    NO_REPLICA
         .run("start_fflow_session", || async {
             fflow
                 .start_session(video, size, dead)
