@@ -363,6 +363,15 @@ async fn a_replica_killed_mid_session_still_ends_ready() {
 async fn the_routing_key_deleted_mid_upload_still_ends_ready() {
     let env = TestEnv::new().await;
     let stage = Stage::start(&env).await;
+    // The owner has a device: UPLOADED and READY each queue a push for it.
+    let device = reqwest::Client::new()
+        .post(format!("{}/v1/devices", stage.api.address))
+        .bearer_auth(&stage.tus.token)
+        .json(&serde_json::json!({ "platform": "webhook", "token": "phone" }))
+        .send()
+        .await
+        .expect("POST /v1/devices");
+    assert_eq!(device.status(), StatusCode::CREATED);
     let data = Sample::FastStart.make(stage.dir.path(), 3);
     let id = stage.tus.create(data.len() as u64).await;
     let half = data.len() / 2;
@@ -385,6 +394,18 @@ async fn the_routing_key_deleted_mid_upload_still_ends_ready() {
         encoded_on(&env, id).await.1,
         "s3",
         "the route was lost: from S3"
+    );
+    let queued: Vec<(String,)> = sqlx::query_as(
+        "SELECT state::text FROM notifications WHERE video_id = $1 ORDER BY event_seq",
+    )
+    .bind(id)
+    .fetch_all(env.store.pool())
+    .await
+    .expect("notifications");
+    assert_eq!(
+        queued,
+        vec![("UPLOADED".to_owned(),), ("READY".to_owned(),)],
+        "the outbox has a push for each"
     );
     let exists: bool = redis.exists(&key).await.expect("EXISTS");
     assert!(!exists, "the route is gone once the encode is recorded");
