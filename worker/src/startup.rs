@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use lapin::{
     Connection,
-    options::{BasicConsumeOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
     types::FieldTable,
 };
 use reelay_scheduler::Scheduler;
@@ -26,7 +26,7 @@ use crate::{
     config::WorkerConfig,
     fflow::Fflow,
     jobs::{
-        Context,
+        Context, Outcome,
         shard::{Shard, ShardError},
     },
 };
@@ -242,11 +242,10 @@ async fn consume(
     loop {
         tokio::select! {
             () = stopped(stop.clone()) => return Ok(()),
-            delivery = deliveries.next() => match delivery {
-                Some(Ok(delivery)) => shard.handle(delivery).await.map_err(|e| shard_failed(&queue, e))?,
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
-                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
-            },
+            delivery = deliveries.next() => {
+                let delivery = delivered(delivery, &queue)?;
+                shard.handle(delivery).await.map_err(|e| shard_failed(&queue, e))?
+            }
             Some(video) = parts_done.recv() => shard.part_done(video).await.map_err(|e| shard_failed(&queue, e))?,
             _ = tick.tick() => shard.stage_idle().await.map_err(|e| shard_failed(&queue, e))?,
         }
@@ -262,7 +261,6 @@ async fn consume_verify(
     tag: String,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use lapin::options::{BasicAckOptions, BasicRejectOptions};
     let moderation = context
         .moderation
         .clone()
@@ -271,38 +269,15 @@ async fn consume_verify(
     loop {
         let delivery = tokio::select! {
             () = stopped(stop.clone()) => return Ok(()),
-            delivery = deliveries.next() => match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
-                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
-            },
+            delivery = deliveries.next() => delivered(delivery, &queue)?,
         };
-        let tag = delivery.delivery_tag;
-        let video = match JobHeader::parse(&delivery.properties) {
-            Some(JobHeader {
-                video,
-                kind: JobKind::Verify,
-            }) => video,
-            _ => {
-                tracing::error!(delivery.tag = tag, "not a verify job; dead-lettering it");
-                channel
-                    .basic_reject(tag, BasicRejectOptions { requeue: false })
-                    .await?;
-                continue;
-            }
+        let Some((tag, video)) = job_of(&channel, &delivery, JobKind::Verify).await? else {
+            continue;
         };
-        match crate::jobs::verify::review(&context, &moderation, video).await {
-            Ok(crate::jobs::verify::Reviewed::Done) => {
-                channel.basic_ack(tag, BasicAckOptions::default()).await?
-            }
-            Ok(crate::jobs::verify::Reviewed::GaveUp(why)) => {
-                tracing::warn!(upload.id = %video, reason = %why, "moderation request dead-lettered; the video stays pending_review");
-                channel
-                    .basic_reject(tag, BasicRejectOptions { requeue: false })
-                    .await?;
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("reviewing {video}"))),
-        }
+        let outcome = crate::jobs::verify::review(&context, &moderation, video)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context(format!("reviewing {video}")))?;
+        settle(&channel, tag, video, outcome).await?;
     }
 }
 
@@ -319,7 +294,6 @@ async fn consume_encode(
     tag: String,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use lapin::options::{BasicAckOptions, BasicRejectOptions};
     let prefetch = fflow.config().encode_concurrency;
     let mut deliveries = subscribe(&channel, &queue, &tag, prefetch).await?;
     let mut encodes: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -333,42 +307,71 @@ async fn consume_encode(
                 ended.map_err(|e| anyhow::anyhow!("an encode task panicked: {e}"))??;
                 continue;
             }
-            delivery = deliveries.next() => match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
-                None => return Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
-            },
+            delivery = deliveries.next() => delivered(delivery, &queue)?,
         };
-        let tag = delivery.delivery_tag;
-        let Some(JobHeader {
-            video,
-            kind: JobKind::Encode,
-        }) = JobHeader::parse(&delivery.properties)
-        else {
-            tracing::error!(delivery.tag = tag, "not an encode job; dead-lettering it");
-            channel
-                .basic_reject(tag, BasicRejectOptions { requeue: false })
-                .await?;
+        let Some((tag, video)) = job_of(&channel, &delivery, JobKind::Encode).await? else {
             continue;
         };
         let (context, fflow, channel) = (context.clone(), fflow.clone(), channel.clone());
         encodes.spawn(async move {
-            match crate::jobs::encode::run(&context, &fflow, video).await {
-                Ok(crate::jobs::encode::Encoding::Done) => {
-                    channel.basic_ack(tag, BasicAckOptions::default()).await?
-                }
-                Ok(crate::jobs::encode::Encoding::GaveUp(why)) => {
-                    tracing::error!(upload.id = %video, reason = %why, "encode job dead-lettered");
-                    channel
-                        .basic_reject(tag, BasicRejectOptions { requeue: false })
-                        .await?;
-                }
-                // PostgreSQL trouble: the consumer starts over and the
-                // message comes back.
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("encoding {video}"))),
-            }
-            Ok(())
+            // PostgreSQL trouble ends the consumer: it starts over and the
+            // message comes back.
+            let outcome = crate::jobs::encode::run(&context, &fflow, video)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("encoding {video}")))?;
+            settle(&channel, tag, video, outcome).await
         });
+    }
+}
+
+/// The delivery's tag and video if it is a job of `kind`; anything else is
+/// dead-lettered (None).
+async fn job_of(
+    channel: &lapin::Channel,
+    delivery: &lapin::message::Delivery,
+    kind: JobKind,
+) -> Result<Option<(u64, reelay_shared::VideoId)>, lapin::Error> {
+    let tag = delivery.delivery_tag;
+    match JobHeader::parse(&delivery.properties) {
+        Some(header) if header.kind == kind => Ok(Some((tag, header.video))),
+        _ => {
+            tracing::error!(delivery.tag = tag, expected = ?kind, "not the job this queue carries; dead-lettering it");
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue: false })
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Acks a job that is done; dead-letters one that gave up.
+async fn settle(
+    channel: &lapin::Channel,
+    tag: u64,
+    video: reelay_shared::VideoId,
+    outcome: Outcome,
+) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Done => channel.basic_ack(tag, BasicAckOptions::default()).await?,
+        Outcome::GaveUp(why) => {
+            tracing::warn!(upload.id = %video, reason = %why, "job dead-lettered");
+            channel
+                .basic_reject(tag, BasicRejectOptions { requeue: false })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The next delivery of `queue`, or why the consumer must start over.
+fn delivered(
+    next: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    queue: &str,
+) -> anyhow::Result<lapin::message::Delivery> {
+    match next {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+        None => Err(anyhow::anyhow!("the consumer of {queue} was cancelled")),
     }
 }
 

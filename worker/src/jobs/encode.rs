@@ -19,7 +19,7 @@ use reelay_shared::{
     retry::RetryPolicy,
 };
 
-use super::{Context, chunks::StepError};
+use super::{Context, Outcome, chunks::StepError};
 use crate::fflow::{CallError, Fflow};
 
 /// Replicas one job tries before it gives up.
@@ -29,21 +29,14 @@ const LOST_AFTER: u32 = 3;
 /// Progress is recorded in steps of this many percent.
 const PROGRESS_STEP: u8 = 10;
 
-/// How an encode job ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Encoding {
-    /// READY or FAILED recorded, or nothing to do (deleted, done already).
-    Done,
-    /// No replica could take it: the video is FAILED with this reason.
-    GaveUp(String),
-}
-
-pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encoding, StepError> {
+/// Done once READY or FAILED is recorded (or there was nothing to do);
+/// gives up, with the video FAILED, when no replica could take it.
+pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Outcome, StepError> {
     let Some(v) = ctx.store.video(video).await? else {
-        return Ok(Encoding::Done);
+        return Ok(Outcome::Done);
     };
     if !matches!(v.status, VideoStatus::Uploaded | VideoStatus::Encoding) {
-        return Ok(Encoding::Done);
+        return Ok(Outcome::Done);
     }
     let size = v.size();
     let mut address = fflow.route(video).await;
@@ -86,7 +79,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
         }
         started(ctx, video, &current, source, tried > 1).await?;
         match follow(ctx, fflow, video, &current, source).await? {
-            Followed::Finished => return Ok(Encoding::Done),
+            Followed::Finished => return Ok(Outcome::Done),
             Followed::Lost => {
                 tracing::warn!(upload.id = %video, fflow = %current, "the replica went away mid-encode; moving to another");
                 address = start_anywhere(fflow, video, size, Some(&current)).await;
@@ -97,7 +90,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Encodin
     let reason = "no encoder replica could take the video".to_owned();
     fail(ctx, video, reason.clone()).await?;
     fflow.forget_route(video).await;
-    Ok(Encoding::GaveUp(reason))
+    Ok(Outcome::GaveUp(reason))
 }
 
 /// How long an encode waits for any fflow replica to answer (a restart of

@@ -16,6 +16,17 @@ use reelay_shared::{mq::Publisher, retry::RetryPolicy, storage::Storage, store::
 
 use crate::{config::ModerationConfig, fflow::Fflow};
 
+/// How a verify or encode job ended; the consumer maps it to an ack or a
+/// dead-letter in one place (`startup::settle`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effect is recorded, or there was nothing to do: ack.
+    Done,
+    /// It can't succeed (the webhook stayed down, no encoder replica took
+    /// it): dead-letter it, with why.
+    GaveUp(String),
+}
+
 /// What every job needs.
 pub struct Context {
     pub store: Store,

@@ -13,7 +13,7 @@ use reelay_shared::{
     VideoId, VideoStatus,
     domain::{Verification, VideoEvent},
     mq::{JobHeader, JobKind},
-    store::AppendError,
+    store::{Aggregate, AppendError},
 };
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
@@ -100,12 +100,7 @@ impl<'a> Shard<'a> {
         data: Bytes,
     ) -> Result<(), ShardError> {
         if !self.uploads.contains_key(&video) {
-            let aggregate = self
-                .ctx
-                .store
-                .aggregate(video)
-                .await
-                .map_err(|e| ShardError::State(e.to_string()))?;
+            let aggregate = self.aggregate(video).await?;
             match Upload::load(self.ctx, video, &aggregate) {
                 Ok(Loaded::Active(mut upload)) => {
                     if let Some(fflow) = &self.ctx.fflow {
@@ -260,13 +255,17 @@ impl<'a> Shard<'a> {
 
     /// Whether the video takes no more bytes (deleted, failed, finished).
     async fn is_closed(&self, video: VideoId) -> Result<bool, ShardError> {
-        let aggregate = self
-            .ctx
+        let aggregate = self.aggregate(video).await?;
+        Ok(!aggregate.video.is_some_and(|v| v.status.accepts_bytes()))
+    }
+
+    /// The video's committed state; failing to read it means starting over.
+    async fn aggregate(&self, video: VideoId) -> Result<Aggregate, ShardError> {
+        self.ctx
             .store
             .aggregate(video)
             .await
-            .map_err(|e| ShardError::State(e.to_string()))?;
-        Ok(!aggregate.video.is_some_and(|v| v.status.accepts_bytes()))
+            .map_err(|e| ShardError::State(e.to_string()))
     }
 
     /// Unacked messages held in memory across uploads.

@@ -15,20 +15,10 @@ use reelay_shared::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Context, chunks::StepError};
+use super::{Context, Outcome, chunks::StepError};
 use reelay_shared::retry::RetryPolicy;
 
 use crate::config::ModerationConfig;
-
-/// How a verify job ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reviewed {
-    /// Sent (and decided, if the webhook answered with a decision), or
-    /// nothing to do.
-    Done,
-    /// The webhook stayed down or refused the request: dead-letter it.
-    GaveUp(String),
-}
 
 /// What the webhook may answer.
 #[derive(Deserialize)]
@@ -41,10 +31,10 @@ pub async fn review(
     ctx: &Context,
     moderation: &ModerationConfig,
     video: VideoId,
-) -> Result<Reviewed, StepError> {
+) -> Result<Outcome, StepError> {
     let aggregate = ctx.store.aggregate(video).await?;
     let Some(v) = aggregate.video else {
-        return Ok(Reviewed::Done);
+        return Ok(Outcome::Done);
     };
     let reviewable = matches!(
         v.status,
@@ -54,7 +44,7 @@ pub async fn review(
         Verification::Unverified | Verification::PendingReview
     );
     if !reviewable {
-        return Ok(Reviewed::Done);
+        return Ok(Outcome::Done);
     }
     if v.verification == Verification::Unverified {
         ctx.store
@@ -104,10 +94,10 @@ pub async fn review(
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(why) => return Ok(Reviewed::GaveUp(format!("moderation webhook {why}"))),
+        Err(why) => return Ok(Outcome::GaveUp(format!("moderation webhook {why}"))),
     };
     if !response.status().is_success() {
-        return Ok(Reviewed::GaveUp(format!(
+        return Ok(Outcome::GaveUp(format!(
             "moderation webhook refused: {}",
             response.status()
         )));
@@ -117,7 +107,7 @@ pub async fn review(
         Some("verified") => Verification::Verified,
         Some("rejected") => Verification::Rejected,
         // No decision yet: it comes later on POST /v1/moderation/{id}.
-        _ => return Ok(Reviewed::Done),
+        _ => return Ok(Outcome::Done),
     };
     let reason = answer.and_then(|a| a.reason);
     ctx.store
@@ -134,5 +124,5 @@ pub async fn review(
         })
         .await?;
     tracing::info!(upload.id = %video, verification = ?decision, "moderation decided");
-    Ok(Reviewed::Done)
+    Ok(Outcome::Done)
 }
