@@ -3,8 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, LockConfig, RedisConfig, S3Config, UploadConfig,
-    parse_or, required,
+    AmqpConfig, ConfigError, DatabaseConfig, Env, LockConfig, RedisConfig, S3Config, UploadConfig,
+    Vars, optional, secs,
 };
 
 /// `REELAY_HTTP_ADDR` (default `127.0.0.1:8080`), `REELAY_JWT_SECRET`
@@ -12,7 +12,7 @@ use reelay_shared::config::{
 /// `REELAY_REPLICA` (default `api`: this replica's name in logs and on the
 /// broker), plus the shared database, broker, Redis, upload and lock
 /// settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
     pub jwt_secret: String,
@@ -46,28 +46,81 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            addr: parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            jwt_secret: required("REELAY_JWT_SECRET")?,
-            jwt_public_key: Some(reelay_shared::config::var_or("REELAY_JWT_PUBLIC_KEY", ""))
-                .filter(|k| !k.is_empty()),
-            replica: reelay_shared::config::var_or("REELAY_REPLICA", "api"),
-            public_url: Some(reelay_shared::config::var_or("REELAY_PUBLIC_URL", ""))
-                .filter(|u| !u.is_empty()),
-            s3: S3Config::from_env()?,
-            link_ttl: Duration::from_secs(parse_or("REELAY_LINK_TTL_SECS", 900u64)?),
-            link_max_ttl: Duration::from_secs(parse_or("REELAY_LINK_MAX_TTL_SECS", 86_400u64)?),
-            moderation_secret: Some(reelay_shared::config::var_or(
-                "REELAY_MODERATION_SECRET",
-                "",
-            ))
-            .filter(|s| !s.is_empty()),
-            service_links_unverified: parse_or("REELAY_SERVICE_LINKS_UNVERIFIED", true)?,
-            database: DatabaseConfig::from_env()?,
-            amqp: AmqpConfig::from_env()?,
-            redis: RedisConfig::from_env()?,
-            upload: UploadConfig::from_env()?,
-            lock: LockConfig::from_env()?,
+            addr: env.parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            jwt_secret: env.required("REELAY_JWT_SECRET")?,
+            jwt_public_key: env.get("REELAY_JWT_PUBLIC_KEY"),
+            replica: env.var_or("REELAY_REPLICA", "api"),
+            public_url: env.get("REELAY_PUBLIC_URL"),
+            s3: S3Config::read(env)?,
+            link_ttl: env.secs_or("REELAY_LINK_TTL_SECS", 900)?,
+            link_max_ttl: env.secs_or("REELAY_LINK_MAX_TTL_SECS", 86_400)?,
+            moderation_secret: env.get("REELAY_MODERATION_SECRET"),
+            service_links_unverified: env.parse_or("REELAY_SERVICE_LINKS_UNVERIFIED", true)?,
+            database: DatabaseConfig::read(env)?,
+            amqp: AmqpConfig::read(env)?,
+            redis: RedisConfig::read(env)?,
+            upload: UploadConfig::read(env)?,
+            lock: LockConfig::read(env)?,
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            ("REELAY_HTTP_ADDR", self.addr.to_string()),
+            ("REELAY_JWT_SECRET", self.jwt_secret.clone()),
+            ("REELAY_JWT_PUBLIC_KEY", optional(&self.jwt_public_key)),
+            ("REELAY_REPLICA", self.replica.clone()),
+            ("REELAY_PUBLIC_URL", optional(&self.public_url)),
+            ("REELAY_LINK_TTL_SECS", secs(self.link_ttl)),
+            ("REELAY_LINK_MAX_TTL_SECS", secs(self.link_max_ttl)),
+            (
+                "REELAY_MODERATION_SECRET",
+                optional(&self.moderation_secret),
+            ),
+            (
+                "REELAY_SERVICE_LINKS_UNVERIFIED",
+                self.service_links_unverified.to_string(),
+            ),
+        ];
+        vars.extend(self.s3.to_env());
+        vars.extend(self.database.to_env());
+        vars.extend(self.amqp.to_env());
+        vars.extend(self.redis.to_env());
+        vars.extend(self.upload.to_env());
+        vars.extend(self.lock.to_env());
+        vars
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_config_reads_back_what_it_writes() {
+        let env = Env::of([
+            ("REELAY_JWT_SECRET", "s"),
+            ("REELAY_HTTP_ADDR", "127.0.0.1:0"),
+            ("REELAY_MODERATION_SECRET", "m"),
+            ("REELAY_LINK_TTL_SECS", "60"),
+            ("REELAY_SERVICE_LINKS_UNVERIFIED", "false"),
+        ]);
+        let config = ApiConfig::read(&env).unwrap();
+        assert_eq!(config.moderation_secret.as_deref(), Some("m"));
+        assert!(!config.service_links_unverified);
+        assert_eq!(ApiConfig::read(&Env::of(config.to_env())).unwrap(), config);
+    }
+
+    #[test]
+    fn the_api_needs_a_jwt_secret() {
+        let error = ApiConfig::read(&Env::of([("REELAY_HTTP_ADDR", "127.0.0.1:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("REELAY_JWT_SECRET"), "{error}");
     }
 }

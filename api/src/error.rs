@@ -6,6 +6,10 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use reelay_shared::{
+    store::AppendError,
+    video::{VideoRejection, VideoStatus, profile::ProfileRejection},
+};
 use serde_json::json;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -83,6 +87,44 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+/// An append that did not happen: its rejection says why (below), a lost
+/// race is 423 (the client retries), anything else a 500.
+impl<R: Into<ApiError>> From<AppendError<R>> for ApiError {
+    fn from(e: AppendError<R>) -> Self {
+        match e {
+            AppendError::Rejected(rejection) => rejection.into(),
+            AppendError::Conflict => Self::Locked,
+            AppendError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// Every way the video aggregate refuses a command, as HTTP.
+impl From<VideoRejection> for ApiError {
+    fn from(rejection: VideoRejection) -> Self {
+        match rejection {
+            VideoRejection::NotFound => Self::NotFound,
+            VideoRejection::Closed(VideoStatus::Deleted) => Self::Gone("deleted"),
+            VideoRejection::Closed(VideoStatus::Failed) => Self::Gone("failed"),
+            VideoRejection::OffsetMoved { expected, actual } => Self::OffsetMismatch {
+                sent: expected,
+                current: actual,
+            },
+            other @ (VideoRejection::AlreadyExists
+            | VideoRejection::Closed(_)
+            | VideoRejection::NotOnboarding
+            | VideoRejection::MultipartStarted(_)
+            | VideoRejection::PartOutOfOrder { .. }) => Self::WrongState(other.to_string()),
+        }
+    }
+}
+
+impl From<ProfileRejection> for ApiError {
+    fn from(rejection: ProfileRejection) -> Self {
+        match rejection {}
     }
 }
 

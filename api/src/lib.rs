@@ -1,12 +1,18 @@
 //! The thin reelay api: tus 1.0.0 uploads, the /v1 REST API and auth. It
-//! never touches S3: PATCH bodies become chunk jobs on RabbitMQ.
+//! never touches S3 objects: PATCH bodies become chunk jobs on RabbitMQ.
+//!
+//! Routes are leaves (`routes/<product>/`): each parses its request, calls
+//! the product's application layer (`video/`) for anything another route
+//! also does, and shapes the answer. `error.rs` maps every failure to HTTP
+//! once.
 
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod ingest;
 pub mod routes;
 pub mod startup;
-pub mod tus;
+pub mod state;
+pub mod video;
 
-pub use startup::{AppState, Application};
+pub use startup::Application;
+pub use state::AppState;

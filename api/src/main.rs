@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         ttl_secs,
     }) = cli.command
     {
-        let secret = reelay_shared::config::required("REELAY_JWT_SECRET")?;
+        let secret = reelay_shared::config::Env::process().required("REELAY_JWT_SECRET")?;
         let role: auth::Role = serde_json::from_value(serde_json::Value::String(role))
             .map_err(|_| anyhow::anyhow!("--role must be user, service or admin"))?;
         println!("{}", auth::issue_with_role(&secret, user, role, ttl_secs)?);

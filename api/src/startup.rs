@@ -9,10 +9,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
 use reelay_shared::{
-    config::{LockConfig, UploadConfig},
     lock::Locks,
     mq::{Publisher, Topology},
     storage::Storage,
@@ -25,32 +22,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth::Verifier, config::ApiConfig, routes};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub publisher: Arc<Publisher>,
-    pub locks: Locks,
-    pub redis: ConnectionManager,
-    pub verifier: Verifier,
-    pub upload: UploadConfig,
-    pub lock_config: LockConfig,
-    /// Names object keys and presigns temporary links (local computation:
-    /// the api never sends object bytes to S3).
-    pub storage: Storage,
-    pub link_ttl: std::time::Duration,
-    pub link_max_ttl: std::time::Duration,
-    pub moderation_secret: Option<String>,
-    pub service_links_unverified: bool,
-    pub metrics: PrometheusHandle,
-    pub replica: String,
-    /// Signs playback tokens (the same secret as HS256 bearer tokens, under
-    /// its own context string).
-    pub jwt_secret: String,
-    /// `REELAY_PUBLIC_URL`: the base of URLs handed to players.
-    pub public_url: Option<String>,
-}
+use crate::{auth::Verifier, config::ApiConfig, routes, state::AppState};
 
 pub struct Application {
     listener: TcpListener,
@@ -71,10 +43,12 @@ impl Application {
             .await
             .context("connecting to Redis")?;
         let topology = Topology::new(&config.amqp);
+        let queues = reelay_shared::queues(&topology);
         let publisher = Arc::new(Publisher::new(
             config.amqp.url.clone(),
             config.replica.clone(),
             topology,
+            queues,
         ));
         if let Err(e) = publisher.channel().await {
             tracing::warn!(error = %e, "broker unavailable at start-up; PATCH answers 503 until it is back");
@@ -90,21 +64,14 @@ impl Application {
             redis,
             verifier: Verifier::new(&config.jwt_secret, config.jwt_public_key.as_deref())
                 .context("REELAY_JWT_PUBLIC_KEY is not a PEM RSA public key")?,
-            upload: config.upload.clone(),
-            lock_config: config.lock.clone(),
             storage: Storage::new(&config.s3).context("building the S3 client")?,
-            link_ttl: config.link_ttl,
-            link_max_ttl: config.link_max_ttl,
-            moderation_secret: config.moderation_secret.clone(),
-            service_links_unverified: config.service_links_unverified,
             metrics: telemetry::metrics_handle(),
-            replica: config.replica.clone(),
-            jwt_secret: config.jwt_secret.clone(),
-            public_url: config.public_url.clone(),
+            config: Arc::new(config),
         };
-        let listener = TcpListener::bind(config.addr)
+        let addr = state.config.addr;
+        let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {}", config.addr))?;
+            .with_context(|| format!("binding {addr}"))?;
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -166,22 +133,28 @@ pub fn router(state: AppState) -> Router {
         .allow_headers(Any)
         .expose_headers(tus_headers)
         .max_age(std::time::Duration::from_secs(86_400));
-    Router::new()
-        .merge(routes::tus::router())
-        .merge(routes::videos::router())
-        .merge(routes::profile::router())
-        .merge(routes::links::router())
-        .merge(routes::moderation::router())
-        .merge(routes::onboarding::router())
-        .merge(routes::devices::router())
-        .merge(routes::playback::router())
-        .merge(routes::ops::router())
+    let replica = state.config.replica.clone();
+    let request_span = move |request: &Request| {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str());
+        // `video.id` is recorded by the handler that resolves one.
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route,
+            replica = %replica,
+            video.id = tracing::field::Empty,
+        )
+    };
+    routes::router()
         .layer(axum::middleware::from_fn(track_metrics))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            routes::tus::options_or_next,
+            routes::video::tus::options_or_next,
         ))
         .with_state(state)
 }

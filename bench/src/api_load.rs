@@ -7,18 +7,12 @@
 //! read path does not care how they got there); links are presigned
 //! locally, so Garage is not involved.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use reelay_bench::{BenchEnv, spawn, token, wait_ready};
-use reelay_shared::{
-    UserId, VideoId,
-    config::DatabaseConfig,
-    domain::{ProfileEvent, VideoEvent},
-    storage::Storage,
-    store::Store,
-};
+use reelay_api::auth::Role;
+use reelay_tests::TestEnv;
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -43,21 +37,18 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bench = BenchEnv::create(&args.postgres).await?;
-    let env = bench.process_env();
-    let mut api = spawn(&format!("{}/reelay-api", args.bin_dir), &env, "api")?;
-    let base = bench.base_url();
+    let mut env = TestEnv::for_benchmark(&args.postgres).await;
+    env.binaries = PathBuf::from(&args.bin_dir);
+    let (mut api, base) = env.spawn_api_process(&env.api_config()).await;
     let result = async {
-        wait_ready(&base).await?;
-        let store = Store::connect(&DatabaseConfig {
-            url: bench.database_url.clone(),
-            max_connections: 4,
-        })
-        .await?;
-        let users = seed(&store, &bench.storage, args.users).await?;
-        let service = token(&args.bin_dir, &bench.secret, "service", Uuid::new_v4()).await?;
+        let mut users = Vec::with_capacity(args.users);
+        for _ in 0..args.users {
+            let user = Uuid::new_v4();
+            users.push((user, env.record_profile_video(user).await));
+        }
+        let service = env.token_with_role(Uuid::new_v4(), Role::Service);
         let (owner, video) = users[0];
-        let owner_token = token(&args.bin_dir, &bench.secret, "user", owner).await?;
+        let owner_token = env.token(owner);
 
         let ids: Vec<String> = users.iter().map(|(u, _)| format!("\"{u}\"")).collect();
         let links_script = format!(
@@ -83,60 +74,7 @@ async fn main() -> anyhow::Result<()> {
     }
     .await;
     let _ = api.kill().await;
-    bench.cleanup().await;
     result
-}
-
-/// `count` users, each with an UPLOADED profile video, written to the log.
-async fn seed(
-    store: &Store,
-    storage: &Storage,
-    count: usize,
-) -> anyhow::Result<Vec<(Uuid, VideoId)>> {
-    let mut users = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user = Uuid::new_v4();
-        let video = VideoId::new();
-        let key = storage.original_key(video);
-        store
-            .append(video, |_| {
-                Ok((
-                    vec![
-                        VideoEvent::Created {
-                            owner_id: UserId(user),
-                            flow_id: Uuid::now_v7(),
-                            size_bytes: 1,
-                            part_size_bytes: 8 << 20,
-                            object_key: key,
-                            title: None,
-                            filename: None,
-                            filetype: None,
-                            upload_metadata: None,
-                            expires_at: chrono::Utc::now(),
-                            onboarding_position: None,
-                        },
-                        VideoEvent::Uploaded {
-                            sha256: "0".repeat(64),
-                        },
-                    ],
-                    (),
-                ))
-            })
-            .await?;
-        store
-            .append_profile(UserId(user), |_| {
-                Ok((
-                    vec![ProfileEvent::VideoSet {
-                        video_id: video,
-                        previous: None,
-                    }],
-                    (),
-                ))
-            })
-            .await?;
-        users.push((user, video));
-    }
-    Ok(users)
 }
 
 struct WrkRun {

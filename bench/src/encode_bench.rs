@@ -12,8 +12,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use reelay_bench::{BenchEnv, free_port, spawn, token, wait_ready};
 use reelay_fflow::encode;
+use reelay_shared::VideoStatus;
+use reelay_tests::{TestEnv, client::Tus};
 
 #[derive(Parser)]
 #[command(about = "Time to playable through reelay against ffmpeg alone")]
@@ -57,57 +58,34 @@ async fn main() -> anyhow::Result<()> {
         args.preset
     );
 
-    let env = BenchEnv::create(&args.postgres).await?;
-    let result = run(&args, &env, dir.path(), &source, &probe, &rungs).await;
-    env.cleanup().await;
-    result
+    let mut env = TestEnv::for_benchmark(&args.postgres).await;
+    env.binaries = PathBuf::from(&args.bin_dir);
+    run(&args, &env, dir.path(), &source, &probe, &rungs).await
 }
 
 async fn run(
     args: &Args,
-    env: &BenchEnv,
+    env: &TestEnv,
     dir: &Path,
     source: &Path,
     probe: &encode::Probe,
     rungs: &[u32],
 ) -> anyhow::Result<()> {
-    let fflow_ports = [free_port()?, free_port()?];
-    let mut process_env = env.process_env();
-    process_env.push(("REELAY_FFLOW_PRESET", args.preset.clone()));
     let mut children = Vec::new();
-    for (i, port) in fflow_ports.iter().enumerate() {
-        let mut fflow_env = process_env.clone();
-        fflow_env.push(("REELAY_FFLOW_ADDR", format!("127.0.0.1:{port}")));
-        fflow_env.push(("REELAY_FFLOW_REPLICA", format!("r{}", i + 1)));
-        fflow_env.push((
-            "REELAY_FFLOW_DATA_DIR",
-            dir.join(format!("fflow-{i}")).display().to_string(),
-        ));
-        children.push(spawn(
-            &format!("{}/reelay-fflow", args.bin_dir),
-            &fflow_env,
-            &format!("fflow-r{}", i + 1),
-        )?);
+    let mut urls = Vec::new();
+    for i in 1..=2 {
+        let config = reelay_fflow::config::FflowConfig {
+            preset: args.preset.clone(),
+            ..env.fflow_config(&format!("r{i}"), dir)
+        };
+        let (child, fflow) = env.spawn_fflow_process_with(&config).await;
+        children.push(child);
+        urls.push(fflow.base.clone());
     }
-    let urls = fflow_ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    process_env.push(("REELAY_FFLOW_URLS", urls));
-    children.push(spawn(
-        &format!("{}/reelay-api", args.bin_dir),
-        &process_env,
-        "bench-api",
-    )?);
-    children.push(spawn(
-        &format!("{}/reelay-worker", args.bin_dir),
-        &process_env,
-        "bench-worker",
-    )?);
-    let base = env.base_url();
-    wait_ready(&base).await?;
-    let token = token(&args.bin_dir, &env.secret, "user", uuid::Uuid::new_v4()).await?;
+    let (api, base) = env.spawn_api_process(&env.api_config()).await;
+    children.push(api);
+    children.push(env.spawn_worker_process_with(&env.worker_config_with_fflow(&urls)));
+    let tus = Tus::new(&base, env.token(uuid::Uuid::new_v4()));
     let data = bytes::Bytes::from(std::fs::read(source)?);
 
     println!("| run | ffmpeg alone s | reelay last byte → READY s | ratio |");
@@ -117,7 +95,7 @@ async fn run(
         let out = dir.join(format!("alone-{run}"));
         std::fs::create_dir_all(&out)?;
         let alone = ffmpeg_alone(source, &out, probe, rungs, &args.preset)?;
-        let reelay = to_playable(&base, &token, data.clone()).await?;
+        let reelay = to_playable(env, &tus, &data).await;
         println!(
             "| {run} | {alone:.2} | {reelay:.2} | {:.2} |",
             reelay / alone
@@ -190,12 +168,12 @@ fn ffmpeg_alone(
 
 /// Uploads `data` (8 MiB PATCHes) and returns the seconds from the last
 /// PATCH's answer to READY.
-async fn to_playable(base: &str, token: &str, data: bytes::Bytes) -> anyhow::Result<f64> {
-    let http = reqwest::Client::new();
-    let id = reelay_bench::tus_upload(&http, base, token, data, 8 << 20).await?;
+async fn to_playable(env: &TestEnv, tus: &Tus, data: &bytes::Bytes) -> f64 {
+    let id = tus.upload(data, 8 << 20).await;
     let acknowledged = Instant::now();
-    reelay_bench::wait_for_status(&http, base, token, &id, "READY").await?;
-    Ok(acknowledged.elapsed().as_secs_f64())
+    env.wait_for_status(id, VideoStatus::Ready, std::time::Duration::from_secs(3600))
+        .await;
+    acknowledged.elapsed().as_secs_f64()
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -4,23 +4,22 @@
 //! bucket as a multipart upload with 4 parts in flight. Prints MB/s for
 //! each, the ratio a/b, and the peak RSS (VmHWM) of the api and the workers.
 //!
-//! It starts its own api and workers from `--bin-dir` (release builds) with
-//! their own database, queues and key prefixes, and removes them after.
-//! The tus client here is a minimal one in Rust (POST, then sequential
-//! PATCHes), so the client spends little of the 2 cores being measured.
+//! It starts its own api and workers from `--bin-dir` (release builds)
+//! through the test harness, with their own database, queues and key
+//! prefixes, and removes them after. The tus client is the harness's raw one
+//! in Rust (POST, then sequential PATCHes of slices), so the client spends
+//! little of the 2 cores being measured.
 
-use std::time::Instant;
+use std::{path::PathBuf, time::Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
 use rand::RngCore;
-use reelay_bench::{BenchEnv, spawn, token, wait_ready};
-use reelay_shared::storage::Storage;
-use tokio::process::Child;
-
-const MIB: u64 = 1024 * 1024;
+use reelay_bench::{MIB, cpu_by_name, peak_rss_mib, pids_named};
+use reelay_shared::{VideoStatus, storage::Storage};
+use reelay_tests::{TestEnv, client::Tus};
+use reelay_worker::config::WorkerConfig;
 
 #[derive(Parser)]
 #[command(about = "reelay upload throughput against direct multipart to Garage")]
@@ -83,52 +82,47 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
-    let bench = BenchEnv::create(&args.postgres).await?;
-    let mut env = bench.process_env();
-    env.push(("REELAY_MAX_UPLOAD_SIZE", (size * 2).to_string()));
-    let mut api = spawn(&format!("{}/reelay-api", args.bin_dir), &env, "api")?;
-    let mut workers = Vec::new();
-    for i in 0..args.workers {
-        workers.push(spawn(
-            &format!("{}/reelay-worker", args.bin_dir),
-            &env,
-            &format!("worker-{i}"),
-        )?);
-    }
-    let base = bench.base_url();
+    let mut env = TestEnv::for_benchmark(&args.postgres).await;
+    env.binaries = PathBuf::from(&args.bin_dir);
+    let mut api_config = env.api_config();
+    api_config.upload.max_upload_size = size * 2;
+    let (mut api, base) = env.spawn_api_process(&api_config).await;
+    let mut workers: Vec<_> = (0..args.workers)
+        .map(|i| {
+            env.spawn_worker_process_with(&WorkerConfig {
+                replica: format!("worker-{i}"),
+                ..env.worker_config()
+            })
+        })
+        .collect();
     let result = async {
-        wait_ready(&base).await?;
         let direct = random_bytes(size);
         let direct_secs = direct_multipart(
-            &bench.storage,
-            &format!("{}direct", bench.s3_prefix),
+            &env.storage,
+            &format!("{}direct", env.s3.key_prefix),
             direct,
         )
         .await?;
         let data = random_bytes(size);
-        let token = token(&args.bin_dir, &bench.secret, "user", uuid::Uuid::new_v4()).await?;
+        let tus = Tus::new(&base, env.token(uuid::Uuid::new_v4()));
         let mut watched: Vec<(String, u32)> = vec![("api".into(), api.id().unwrap_or_default())];
         for (i, w) in workers.iter().enumerate() {
             watched.push((format!("worker-{i}"), w.id().unwrap_or_default()));
         }
-        watched.extend(
-            pids_named("beam.smp")
-                .into_iter()
-                .map(|p| ("rabbitmq".to_owned(), p)),
-        );
-        watched.extend(
-            pids_named("garage")
-                .into_iter()
-                .map(|p| ("garage".to_owned(), p)),
-        );
-        watched.extend(
-            pids_named("postgres")
-                .into_iter()
-                .map(|p| ("postgres".to_owned(), p)),
-        );
+        for (name, command) in [
+            ("rabbitmq", "beam.smp"),
+            ("garage", "garage"),
+            ("postgres", "postgres"),
+        ] {
+            watched.extend(
+                pids_named(command)
+                    .into_iter()
+                    .map(|p| (name.to_owned(), p)),
+            );
+        }
         let before = cpu_by_name(&watched);
         let (ingest_secs, reelay_secs) =
-            through_reelay(&base, &token, data, args.patch_mib * MIB).await?;
+            through_reelay(&env, &tus, data, (args.patch_mib * MIB) as usize).await;
         let after = cpu_by_name(&watched);
         let gib = size as f64 / (1024.0 * MIB as f64);
         let cpu_per_gib = after
@@ -162,7 +156,6 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
     for w in &mut workers {
         let _ = w.kill().await;
     }
-    bench.cleanup().await;
     result
 }
 
@@ -185,66 +178,17 @@ async fn direct_multipart(storage: &Storage, key: &str, data: Bytes) -> anyhow::
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// POST, sequential PATCHes, then poll until UPLOADED; seconds from the
+/// POST, sequential PATCHes, then wait until UPLOADED; seconds from the
 /// POST to the last PATCH's answer, and to UPLOADED.
-async fn through_reelay(
-    base: &str,
-    token: &str,
-    data: Bytes,
-    patch: u64,
-) -> anyhow::Result<(f64, f64)> {
-    let http = reqwest::Client::new();
+async fn through_reelay(env: &TestEnv, tus: &Tus, data: Bytes, patch: usize) -> (f64, f64) {
     let started = Instant::now();
-    let id = reelay_bench::tus_upload(&http, base, token, data, patch as usize).await?;
+    let id = tus.upload(&data, patch).await;
     let ingested = started.elapsed().as_secs_f64();
-    reelay_bench::wait_for_status(&http, base, token, &id, "UPLOADED").await?;
-    Ok((ingested, started.elapsed().as_secs_f64()))
-}
-
-/// Pids whose command name is `name` (for the services the run leans on).
-fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .collect()
-}
-
-/// CPU seconds (user + system) so far, summed by name.
-fn cpu_by_name(watched: &[(String, u32)]) -> Vec<(String, f64)> {
-    let mut totals: Vec<(String, f64)> = Vec::new();
-    for (name, pid) in watched {
-        let secs = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                // Fields after the parenthesised command: utime and stime are 12th and 13th.
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: f64 =
-                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-                Some(ticks / 100.0)
-            });
-        let secs = secs.unwrap_or(0.0);
-        match totals.iter_mut().find(|(n, _)| n == name) {
-            Some((_, total)) => *total += secs,
-            None => totals.push((name.clone(), secs)),
-        }
-    }
-    totals
-}
-
-/// Peak resident set size of a running child, from /proc (VmHWM).
-fn peak_rss_mib(child: &Child) -> anyhow::Result<f64> {
-    let pid = child.id().context("the process is running")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM in /proc/<pid>/status")?;
-    Ok(kib / 1024.0)
+    env.wait_for_status(
+        id,
+        VideoStatus::Uploaded,
+        std::time::Duration::from_secs(3600),
+    )
+    .await;
+    (ingested, started.elapsed().as_secs_f64())
 }

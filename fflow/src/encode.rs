@@ -17,7 +17,10 @@ use std::{
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjectPath};
 use reelay_shared::{
-    VideoId, domain::Rendition, fflow::Encoded, retry::RetryPolicy, storage::Storage,
+    VideoId,
+    retry::RetryPolicy,
+    storage::Storage,
+    video::{domain::Rendition, fflow::Encoded},
 };
 use serde::Deserialize;
 use tokio::{

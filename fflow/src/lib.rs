@@ -5,7 +5,7 @@
 //! A replica answers under `/` (any replica will do: starting a session)
 //! and under `/<replica>/`, its own address, which it hands out when a
 //! session starts (`http://host:4050/r1/`): whatever sits in front of the
-//! replicas routes that prefix to it. See `reelay_shared::fflow` for the
+//! replicas routes that prefix to it. See `reelay_shared::video::fflow` for the
 //! protocol.
 
 pub mod config;
@@ -22,8 +22,9 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::JsonRejection},
+    extract::{DefaultBodyLimit, Path, Query, Request, State, rejection::JsonRejection},
     http::StatusCode,
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
@@ -32,12 +33,13 @@ use object_store::{ObjectStoreExt, path::Path as ObjectPath};
 use reelay_shared::{
     VideoId,
     config::MAX_CHUNK_SIZE,
-    fflow::{Encode, EncodeState, Glued, SessionInfo, Source, StartSession},
     retry::RetryPolicy,
     storage::Storage,
     telemetry,
+    video::fflow::{Encode, EncodeState, Glued, SessionInfo, Source, StartSession},
 };
 use serde::Deserialize;
+use tracing::Instrument;
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
 
@@ -139,13 +141,30 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/sessions/{id}/encode", post(encode))
         .layer(DefaultBodyLimit::max(MAX_CHUNK_SIZE));
     let metrics = telemetry::metrics_handle();
+    let name = replica.name.clone();
     Router::new()
         .nest(&format!("/{}", replica.name), sessions.clone())
         .merge(sessions)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(move || async move { metrics.render() }))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            // `video.id` is recorded once a handler knows it.
+            let span = tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = request.uri().path(),
+                replica = %name,
+                video.id = tracing::field::Empty,
+            );
+            next.run(request).instrument(span)
+        }))
         .with_state(replica)
+}
+
+/// Notes the video a request is about in its span.
+fn record_video(video: VideoId) {
+    tracing::Span::current().record("video.id", tracing::field::display(video));
 }
 
 /// An error answer: status and `{"error": …}` (plus the length for gaps).
@@ -178,7 +197,9 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 }
 
 fn video_id(id: &str) -> Result<VideoId, SessionError> {
-    VideoId::parse(id).ok_or(SessionError::Unknown)
+    let video = VideoId::parse(id).ok_or(SessionError::Unknown)?;
+    record_video(video);
+    Ok(video)
 }
 
 async fn ready(State(replica): State<Arc<Replica>>) -> Json<serde_json::Value> {
@@ -200,6 +221,7 @@ async fn start(
         Ok(body) => body,
         Err(e) => return bad_request(e.body_text()),
     };
+    record_video(request.video_id);
     let result = async {
         let (_, new) = replica
             .sessions
@@ -213,7 +235,7 @@ async fn start(
         Ok((new, info)) => {
             if new {
                 metrics::counter!("reelay_fflow_sessions_total").increment(1);
-                tracing::info!(upload.id = %request.video_id, size_bytes = request.size_bytes, "session started");
+                tracing::info!(size_bytes = request.size_bytes, "session started");
             }
             let status = if new {
                 StatusCode::CREATED
@@ -300,11 +322,11 @@ fn with_progress(replica: &Replica, mut info: SessionInfo) -> SessionInfo {
 }
 
 async fn drop_session(State(replica): State<Arc<Replica>>, Path(id): Path<String>) -> Response {
-    let Some(video) = VideoId::parse(&id) else {
+    let Ok(video) = video_id(&id) else {
         return SessionError::Unknown.into_response();
     };
     if replica.sessions.remove(video).await {
-        tracing::info!(upload.id = %video, "session dropped");
+        tracing::info!("session dropped");
         StatusCode::NO_CONTENT.into_response()
     } else {
         SessionError::Unknown.into_response()
@@ -331,12 +353,11 @@ async fn encode(
             if matches!(state.encode, EncodeState::Idle) {
                 Sessions::check_source(&session, &state, request.source)?;
                 state.encode = EncodeState::Queued;
-                state.task = Some(tokio::spawn(run(
-                    replica.clone(),
-                    session.clone(),
-                    request.source,
-                )));
-                tracing::info!(upload.id = %video, source = ?request.source, "encode queued");
+                let span = tracing::info_span!("encode", video.id = %video, replica = %replica.name);
+                state.task = Some(tokio::spawn(
+                    run(replica.clone(), session.clone(), request.source).instrument(span),
+                ));
+                tracing::info!(source = ?request.source, "encode queued");
             }
         }
         replica.sessions.info(video).await
@@ -361,12 +382,12 @@ async fn run(replica: Arc<Replica>, session: Arc<Session>, source: Source) {
     state.encode = match outcome {
         Ok(result) => {
             metrics::counter!("reelay_fflow_encodes_total", "outcome" => "done").increment(1);
-            tracing::info!(upload.id = %session.video, duration_ms = started.elapsed().as_millis() as u64, renditions = result.renditions.len(), "encoded");
+            tracing::info!(duration_ms = started.elapsed().as_millis() as u64, renditions = result.renditions.len(), "encoded");
             EncodeState::Done { result }
         }
         Err(reason) => {
             metrics::counter!("reelay_fflow_encodes_total", "outcome" => "failed").increment(1);
-            tracing::warn!(upload.id = %session.video, reason, "encode failed");
+            tracing::warn!(reason, "encode failed");
             EncodeState::Failed { reason }
         }
     };
@@ -380,7 +401,7 @@ async fn encode_session(
     replica: &Replica,
     session: &Session,
     source: Source,
-) -> Result<reelay_shared::fflow::Encoded, String> {
+) -> Result<reelay_shared::video::fflow::Encoded, String> {
     if source == Source::S3 {
         download_original(replica, session).await?;
     }
@@ -406,7 +427,6 @@ async fn encode_session(
     )
     .await?;
     tracing::info!(
-        upload.id = %session.video,
         encode_ms = encoded.as_millis() as u64,
         store_ms = (started.elapsed() - encoded).as_millis() as u64,
         "renditions stored"

@@ -15,7 +15,7 @@ use std::{
 
 use reelay_shared::{
     VideoId,
-    fflow::{EncodeState, SessionInfo, Source},
+    video::fflow::{EncodeState, SessionInfo, Source},
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -140,7 +140,7 @@ impl Sessions {
             let length = tokio::fs::metadata(path.join("source"))
                 .await
                 .map_or(0, |m| m.len());
-            tracing::info!(upload.id = %video, length_bytes = length, "session taken back from disk");
+            tracing::info!(video.id = %video, length_bytes = length, "session taken back from disk");
             map.insert(
                 video,
                 Arc::new(Session::new(video, meta.size_bytes, path, length)),
@@ -326,7 +326,7 @@ impl Sessions {
                 !working && state.last_activity.elapsed() >= ttl
             };
             if idle && self.remove(session.video).await {
-                tracing::info!(upload.id = %session.video, "idle session expired");
+                tracing::info!(video.id = %session.video, "idle session expired");
                 expired += 1;
             }
         }

@@ -3,16 +3,16 @@
 use std::{path::PathBuf, time::Duration};
 
 use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, RedisConfig, S3Config, duration_ms_or, parse_or,
-    required, var_or,
+    AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
+    millis, secs,
 };
 
-use crate::reaper::ReapRules;
+use crate::video::reaper::ReapRules;
 
 /// FCM HTTP v1: `REELAY_FCM_CREDENTIALS` (a Google service-account key file;
 /// unset: no FCM), `REELAY_FCM_BASE_URL` (default `https://fcm.googleapis.com`).
 /// The OAuth2 token endpoint is the key file's `token_uri`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FcmConfig {
     pub credentials: PathBuf,
     pub base_url: String,
@@ -22,7 +22,7 @@ pub struct FcmConfig {
 /// APNs), `REELAY_APNS_KEY_ID`, `REELAY_APNS_TEAM_ID`, `REELAY_APNS_TOPIC`
 /// (the app's bundle id), `REELAY_APNS_BASE_URL` (default
 /// `https://api.push.apple.com`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApnsConfig {
     pub key_path: PathBuf,
     pub key_id: String,
@@ -33,7 +33,7 @@ pub struct ApnsConfig {
 
 /// A generic push webhook: `REELAY_PUSH_WEBHOOK_URL` (unset: none) and
 /// `REELAY_PUSH_WEBHOOK_SECRET` (required with it: the HMAC-SHA256 key).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: String,
@@ -48,7 +48,7 @@ pub struct WebhookConfig {
 /// exponential backoff with jitter; `REELAY_PUSH_TIMEOUT_MS` (default 5000):
 /// one attempt's limit, under half the lease; `REELAY_PUSH_CONCURRENCY`
 /// (default 16): attempts at once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PushConfig {
     pub poll: Duration,
     pub max_attempts: i32,
@@ -67,16 +67,17 @@ pub struct PushConfig {
 /// 20 s; `REELAY_PENDING_TIMEOUT_SECS` (default 3600), `REELAY_STALL_TIMEOUT_SECS`
 /// (default 600), `REELAY_DELETE_GRACE_SECS` (default 300): see
 /// [`ReapRules`]; `REELAY_S3_RETRIES` / `REELAY_S3_RETRY_BASE_MS` as for
-/// the worker; `REELAY_REPLICA` names this replica. Upload sessions expire
+/// the worker; `REELAY_REPLICA` names this replica;
+/// `REELAY_SCHEDULER_HTTP_ADDR` (default unset) is read by the
+/// `reelay-scheduler` binary alone. Upload sessions expire
 /// at the `Upload-Expires` the api gave them (`REELAY_UPLOAD_EXPIRY_SECS`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
     pub replica: String,
     pub interval: Duration,
     pub lease_ttl: Duration,
     pub rules: ReapRules,
-    pub s3_retries: usize,
-    pub s3_retry_base: Duration,
+    pub s3_retry: S3RetryConfig,
     pub push: PushConfig,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
@@ -86,33 +87,56 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let lease_ttl = duration_ms_or("REELAY_SCHEDULER_LEASE_MS", 15_000)?;
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let lease_ttl = env.millis_or("REELAY_SCHEDULER_LEASE_MS", 15_000)?;
         if lease_ttl < Duration::from_millis(300) {
             return Err(ConfigError::Invalid {
                 name: "REELAY_SCHEDULER_LEASE_MS",
                 reason: "must be at least 300".into(),
             });
         }
-        let secs = |name, default| parse_or(name, default).map(Duration::from_secs);
         let config = Self {
-            replica: var_or("REELAY_REPLICA", "scheduler"),
-            interval: duration_ms_or("REELAY_SCHEDULER_INTERVAL_MS", 30_000)?,
+            replica: env.var_or("REELAY_REPLICA", "scheduler"),
+            interval: env.millis_or("REELAY_SCHEDULER_INTERVAL_MS", 30_000)?,
             lease_ttl,
             rules: ReapRules {
-                pending_timeout: secs("REELAY_PENDING_TIMEOUT_SECS", 3_600)?,
-                stall_timeout: secs("REELAY_STALL_TIMEOUT_SECS", 600)?,
-                delete_grace: secs("REELAY_DELETE_GRACE_SECS", 300)?,
+                pending_timeout: env.secs_or("REELAY_PENDING_TIMEOUT_SECS", 3_600)?,
+                stall_timeout: env.secs_or("REELAY_STALL_TIMEOUT_SECS", 600)?,
+                delete_grace: env.secs_or("REELAY_DELETE_GRACE_SECS", 300)?,
             },
-            s3_retries: parse_or("REELAY_S3_RETRIES", 6usize)?,
-            s3_retry_base: duration_ms_or("REELAY_S3_RETRY_BASE_MS", 200)?,
-            push: PushConfig::from_env()?,
-            database: DatabaseConfig::from_env()?,
-            amqp: AmqpConfig::from_env()?,
-            redis: RedisConfig::from_env()?,
-            s3: S3Config::from_env()?,
+            s3_retry: S3RetryConfig::read(env)?,
+            push: PushConfig::read(env)?,
+            database: DatabaseConfig::read(env)?,
+            amqp: AmqpConfig::read(env)?,
+            redis: RedisConfig::read(env)?,
+            s3: S3Config::read(env)?,
         };
         config.check()?;
         Ok(config)
+    }
+
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            ("REELAY_REPLICA", self.replica.clone()),
+            ("REELAY_SCHEDULER_INTERVAL_MS", millis(self.interval)),
+            ("REELAY_SCHEDULER_LEASE_MS", millis(self.lease_ttl)),
+            (
+                "REELAY_PENDING_TIMEOUT_SECS",
+                secs(self.rules.pending_timeout),
+            ),
+            ("REELAY_STALL_TIMEOUT_SECS", secs(self.rules.stall_timeout)),
+            ("REELAY_DELETE_GRACE_SECS", secs(self.rules.delete_grace)),
+        ];
+        vars.extend(self.s3_retry.to_env());
+        vars.extend(self.push.to_env());
+        vars.extend(self.database.to_env());
+        vars.extend(self.amqp.to_env());
+        vars.extend(self.redis.to_env());
+        vars.extend(self.s3.to_env());
+        vars
     }
 
     /// One attempt must end well inside the lease, or a failover could see
@@ -132,41 +156,116 @@ impl SchedulerConfig {
 }
 
 impl PushConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let fcm = match var_or("REELAY_FCM_CREDENTIALS", "") {
-            path if path.is_empty() => None,
-            path => Some(FcmConfig {
-                credentials: PathBuf::from(path),
-                base_url: var_or("REELAY_FCM_BASE_URL", "https://fcm.googleapis.com"),
-            }),
-        };
-        let apns = match var_or("REELAY_APNS_KEY_PATH", "") {
-            path if path.is_empty() => None,
-            path => Some(ApnsConfig {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let fcm = env.get("REELAY_FCM_CREDENTIALS").map(|path| FcmConfig {
+            credentials: PathBuf::from(path),
+            base_url: env.var_or("REELAY_FCM_BASE_URL", "https://fcm.googleapis.com"),
+        });
+        let apns = match env.get("REELAY_APNS_KEY_PATH") {
+            None => None,
+            Some(path) => Some(ApnsConfig {
                 key_path: PathBuf::from(path),
-                key_id: required("REELAY_APNS_KEY_ID")?,
-                team_id: required("REELAY_APNS_TEAM_ID")?,
-                topic: required("REELAY_APNS_TOPIC")?,
-                base_url: var_or("REELAY_APNS_BASE_URL", "https://api.push.apple.com"),
+                key_id: env.required("REELAY_APNS_KEY_ID")?,
+                team_id: env.required("REELAY_APNS_TEAM_ID")?,
+                topic: env.required("REELAY_APNS_TOPIC")?,
+                base_url: env.var_or("REELAY_APNS_BASE_URL", "https://api.push.apple.com"),
             }),
         };
-        let webhook = match var_or("REELAY_PUSH_WEBHOOK_URL", "") {
-            url if url.is_empty() => None,
-            url => Some(WebhookConfig {
+        let webhook = match env.get("REELAY_PUSH_WEBHOOK_URL") {
+            None => None,
+            Some(url) => Some(WebhookConfig {
                 url,
-                secret: required("REELAY_PUSH_WEBHOOK_SECRET")?,
+                secret: env.required("REELAY_PUSH_WEBHOOK_SECRET")?,
             }),
         };
         Ok(Self {
-            poll: duration_ms_or("REELAY_PUSH_POLL_MS", 1_000)?,
-            max_attempts: parse_or("REELAY_PUSH_MAX_ATTEMPTS", 10)?,
-            retry_base: duration_ms_or("REELAY_PUSH_RETRY_BASE_MS", 2_000)?,
-            retry_cap: Duration::from_secs(parse_or("REELAY_PUSH_RETRY_CAP_SECS", 3_600)?),
-            timeout: duration_ms_or("REELAY_PUSH_TIMEOUT_MS", 5_000)?,
-            concurrency: parse_or("REELAY_PUSH_CONCURRENCY", 16usize)?.max(1),
+            poll: env.millis_or("REELAY_PUSH_POLL_MS", 1_000)?,
+            max_attempts: env.parse_or("REELAY_PUSH_MAX_ATTEMPTS", 10)?,
+            retry_base: env.millis_or("REELAY_PUSH_RETRY_BASE_MS", 2_000)?,
+            retry_cap: env.secs_or("REELAY_PUSH_RETRY_CAP_SECS", 3_600)?,
+            timeout: env.millis_or("REELAY_PUSH_TIMEOUT_MS", 5_000)?,
+            concurrency: env.parse_or("REELAY_PUSH_CONCURRENCY", 16usize)?.max(1),
             fcm,
             apns,
             webhook,
         })
+    }
+
+    /// The variables `read` takes this from; a provider not configured is
+    /// written unset.
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            ("REELAY_PUSH_POLL_MS", millis(self.poll)),
+            ("REELAY_PUSH_MAX_ATTEMPTS", self.max_attempts.to_string()),
+            ("REELAY_PUSH_RETRY_BASE_MS", millis(self.retry_base)),
+            ("REELAY_PUSH_RETRY_CAP_SECS", secs(self.retry_cap)),
+            ("REELAY_PUSH_TIMEOUT_MS", millis(self.timeout)),
+            ("REELAY_PUSH_CONCURRENCY", self.concurrency.to_string()),
+        ];
+        match &self.fcm {
+            Some(fcm) => vars.extend([
+                (
+                    "REELAY_FCM_CREDENTIALS",
+                    fcm.credentials.display().to_string(),
+                ),
+                ("REELAY_FCM_BASE_URL", fcm.base_url.clone()),
+            ]),
+            None => vars.push(("REELAY_FCM_CREDENTIALS", String::new())),
+        }
+        match &self.apns {
+            Some(apns) => vars.extend([
+                ("REELAY_APNS_KEY_PATH", apns.key_path.display().to_string()),
+                ("REELAY_APNS_KEY_ID", apns.key_id.clone()),
+                ("REELAY_APNS_TEAM_ID", apns.team_id.clone()),
+                ("REELAY_APNS_TOPIC", apns.topic.clone()),
+                ("REELAY_APNS_BASE_URL", apns.base_url.clone()),
+            ]),
+            None => vars.push(("REELAY_APNS_KEY_PATH", String::new())),
+        }
+        match &self.webhook {
+            Some(webhook) => vars.extend([
+                ("REELAY_PUSH_WEBHOOK_URL", webhook.url.clone()),
+                ("REELAY_PUSH_WEBHOOK_SECRET", webhook.secret.clone()),
+            ]),
+            None => vars.push(("REELAY_PUSH_WEBHOOK_URL", String::new())),
+        }
+        vars
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduler_config_reads_back_what_it_writes() {
+        let env = Env::of([
+            ("REELAY_REPLICA", "s-1"),
+            ("REELAY_SCHEDULER_LEASE_MS", "2000"),
+            ("REELAY_PUSH_TIMEOUT_MS", "900"),
+            ("REELAY_PENDING_TIMEOUT_SECS", "5"),
+            ("REELAY_APNS_KEY_PATH", "/k.p8"),
+            ("REELAY_APNS_KEY_ID", "K"),
+            ("REELAY_APNS_TEAM_ID", "T"),
+            ("REELAY_APNS_TOPIC", "app"),
+            ("REELAY_PUSH_WEBHOOK_URL", "http://w/"),
+            ("REELAY_PUSH_WEBHOOK_SECRET", "s"),
+        ]);
+        let config = SchedulerConfig::read(&env).unwrap();
+        assert!(config.push.apns.is_some() && config.push.fcm.is_none());
+        assert_eq!(
+            SchedulerConfig::read(&Env::of(config.to_env())).unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn a_push_timeout_over_half_the_lease_is_refused() {
+        let env = Env::of([
+            ("REELAY_SCHEDULER_LEASE_MS", "1000"),
+            ("REELAY_PUSH_TIMEOUT_MS", "600"),
+        ]);
+        let error = SchedulerConfig::read(&env).unwrap_err().to_string();
+        assert!(error.contains("REELAY_PUSH_TIMEOUT_MS"), "{error}");
     }
 }

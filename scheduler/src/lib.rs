@@ -6,7 +6,7 @@
 pub mod config;
 pub mod lease;
 pub mod push;
-pub mod reaper;
+pub mod video;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -16,7 +16,6 @@ use reelay_shared::{
     lock::{self, Locks},
     mq::Topology,
     push::{NOTIFY_CHANNEL, Platform},
-    retry::RetryPolicy,
     storage::Storage,
     store::Store,
 };
@@ -28,7 +27,7 @@ use crate::{
     config::{PushConfig, SchedulerConfig},
     lease::Lease,
     push::{Dispatcher, Provider, RetryRule, apns, fcm, webhook},
-    reaper::Reaper,
+    video::reaper::Reaper,
 };
 
 /// The lease's name in the `leases` table.
@@ -90,10 +89,7 @@ impl Scheduler {
             redis_prefix: config.redis.key_prefix.clone(),
             amqp_url: config.amqp.url.clone(),
             topology: Topology::new(&config.amqp),
-            retry: RetryPolicy {
-                attempts: config.s3_retries,
-                base: config.s3_retry_base,
-            },
+            retry: config.s3_retry.policy(),
             rules: config.rules,
             replica: config.replica.clone(),
             http: reqwest::Client::new(),

@@ -2,13 +2,13 @@
 //! it apart from the workers (a worker runs it with `REELAY_SCHEDULER=true`).
 
 use reelay_scheduler::{Scheduler, config::SchedulerConfig};
-use reelay_shared::{config::var_or, ops, shutdown::shutdown_signal, telemetry};
+use reelay_shared::{config::Env, ops, shutdown::shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let config = SchedulerConfig::from_env()?;
-    let http = ops::bind(&var_or("REELAY_SCHEDULER_HTTP_ADDR", "")).await?;
+    let http = ops::bind(&Env::process().var_or("REELAY_SCHEDULER_HTTP_ADDR", "")).await?;
     let scheduler = Scheduler::build(config).await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -1,8 +1,13 @@
-//! Configuration read from the environment, one struct per concern. Every
-//! variable, with its default, is listed in the README. This is the only
-//! place that reads the environment.
+//! Configuration from environment variables, one struct per concern.
+//!
+//! Every variable is read through [`Env`], and each config struct names its
+//! variables in exactly one place: `read` turns them into the struct and
+//! `to_env` turns the struct back into them, so the test harness and the
+//! benchmarks start the real binaries with the settings they built, never
+//! with a second list of names. Every variable, with its default, is listed
+//! in the README.
 
-use std::{str::FromStr, time::Duration};
+use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
 
 /// A required variable is missing or a variable does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -13,35 +18,96 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-/// Reads `name`, or `default` when unset or empty.
-pub fn var_or(name: &'static str, default: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => default.to_owned(),
+/// Where settings come from: the process environment, or a given set of
+/// variables (to check that `to_env` and `read` agree). An empty value
+/// counts as unset.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    given: Option<HashMap<String, String>>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self { given: None }
+    }
+
+    /// Exactly these variables, and nothing of the process environment.
+    pub fn of<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self {
+            given: Some(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value of `name`, unless unset or empty.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let value = match &self.given {
+            Some(vars) => vars.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// `name`, or `default` when unset.
+    pub fn var_or(&self, name: &'static str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// `name`, which must be set.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    /// `name` parsed, or `default` when unset.
+    pub fn parse_or<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        match self.get(name) {
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+            None => Ok(default),
+        }
+    }
+
+    /// A duration given in milliseconds.
+    pub fn millis_or(&self, name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        self.parse_or(name, default_ms).map(Duration::from_millis)
+    }
+
+    /// A duration given in seconds.
+    pub fn secs_or(&self, name: &'static str, default_secs: u64) -> Result<Duration, ConfigError> {
+        self.parse_or(name, default_secs).map(Duration::from_secs)
     }
 }
 
-/// Reads and parses `name`, or `default` when unset or empty.
-pub fn parse_or<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        }),
-        _ => Ok(default),
-    }
+/// Variables as `to_env` writes them.
+pub type Vars = Vec<(&'static str, String)>;
+
+/// A duration as `millis_or` reads it.
+pub fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
 }
 
-fn millis_or(name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
-    parse_or(name, default_ms).map(Duration::from_millis)
+/// A duration as `secs_or` reads it.
+pub fn secs(d: Duration) -> String {
+    d.as_secs().to_string()
+}
+
+/// An optional value as `Env::get` reads it (empty is unset).
+pub fn optional(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
 }
 
 /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/reelay`),
 /// `REELAY_DB_MAX_CONNECTIONS` (default 10).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
@@ -49,16 +115,30 @@ pub struct DatabaseConfig {
 
 impl DatabaseConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            url: var_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reelay"),
-            max_connections: parse_or("REELAY_DB_MAX_CONNECTIONS", 10)?,
+            url: env.var_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reelay"),
+            max_connections: env.parse_or("REELAY_DB_MAX_CONNECTIONS", 10)?,
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("DATABASE_URL", self.url.clone()),
+            (
+                "REELAY_DB_MAX_CONNECTIONS",
+                self.max_connections.to_string(),
+            ),
+        ]
     }
 }
 
 /// `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
 /// `REELAY_QUEUE_PREFIX` (default `reelay`), `REELAY_SHARDS` (default 4).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AmqpConfig {
     pub url: String,
     pub queue_prefix: String,
@@ -67,7 +147,11 @@ pub struct AmqpConfig {
 
 impl AmqpConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let shards = parse_or("REELAY_SHARDS", 4u16)?;
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let shards = env.parse_or("REELAY_SHARDS", 4u16)?;
         if shards == 0 {
             return Err(ConfigError::Invalid {
                 name: "REELAY_SHARDS",
@@ -75,16 +159,24 @@ impl AmqpConfig {
             });
         }
         Ok(Self {
-            url: var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            queue_prefix: var_or("REELAY_QUEUE_PREFIX", "reelay"),
+            url: env.var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            queue_prefix: env.var_or("REELAY_QUEUE_PREFIX", "reelay"),
             shards,
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("AMQP_URL", self.url.clone()),
+            ("REELAY_QUEUE_PREFIX", self.queue_prefix.clone()),
+            ("REELAY_SHARDS", self.shards.to_string()),
+        ]
     }
 }
 
 /// `REDIS_URL` (default `redis://127.0.0.1:6379`), `REELAY_REDIS_PREFIX`
 /// (default `reelay:`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RedisConfig {
     pub url: String,
     pub key_prefix: String,
@@ -92,10 +184,21 @@ pub struct RedisConfig {
 
 impl RedisConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            url: var_or("REDIS_URL", "redis://127.0.0.1:6379"),
-            key_prefix: var_or("REELAY_REDIS_PREFIX", "reelay:"),
+            url: env.var_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            key_prefix: env.var_or("REELAY_REDIS_PREFIX", "reelay:"),
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("REDIS_URL", self.url.clone()),
+            ("REELAY_REDIS_PREFIX", self.key_prefix.clone()),
+        ]
     }
 }
 
@@ -104,7 +207,7 @@ impl RedisConfig {
 /// `REELAY_S3_ACCESS_KEY_ID` / `REELAY_S3_SECRET_ACCESS_KEY` (default: the
 /// dev key that `scripts/garage.sh` imports), `REELAY_S3_PREFIX` (default
 /// empty): every object key starts with it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct S3Config {
     pub endpoint: String,
     pub region: String,
@@ -121,14 +224,32 @@ pub const DEV_S3_SECRET_ACCESS_KEY: &str =
 
 impl S3Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            endpoint: var_or("REELAY_S3_ENDPOINT", "http://127.0.0.1:3900"),
-            region: var_or("REELAY_S3_REGION", "garage"),
-            bucket: var_or("REELAY_S3_BUCKET", "reelay"),
-            access_key_id: var_or("REELAY_S3_ACCESS_KEY_ID", DEV_S3_ACCESS_KEY_ID),
-            secret_access_key: var_or("REELAY_S3_SECRET_ACCESS_KEY", DEV_S3_SECRET_ACCESS_KEY),
-            key_prefix: var_or("REELAY_S3_PREFIX", ""),
+            endpoint: env.var_or("REELAY_S3_ENDPOINT", "http://127.0.0.1:3900"),
+            region: env.var_or("REELAY_S3_REGION", "garage"),
+            bucket: env.var_or("REELAY_S3_BUCKET", "reelay"),
+            access_key_id: env.var_or("REELAY_S3_ACCESS_KEY_ID", DEV_S3_ACCESS_KEY_ID),
+            secret_access_key: env.var_or("REELAY_S3_SECRET_ACCESS_KEY", DEV_S3_SECRET_ACCESS_KEY),
+            key_prefix: env.var_or("REELAY_S3_PREFIX", ""),
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("REELAY_S3_ENDPOINT", self.endpoint.clone()),
+            ("REELAY_S3_REGION", self.region.clone()),
+            ("REELAY_S3_BUCKET", self.bucket.clone()),
+            ("REELAY_S3_ACCESS_KEY_ID", self.access_key_id.clone()),
+            (
+                "REELAY_S3_SECRET_ACCESS_KEY",
+                self.secret_access_key.clone(),
+            ),
+            ("REELAY_S3_PREFIX", self.key_prefix.clone()),
+        ]
     }
 }
 
@@ -140,7 +261,7 @@ impl S3Config {
 /// `REELAY_MAX_UPLOAD_SIZE` (default 53687091200, 50 GiB): Tus-Max-Size;
 /// `REELAY_UPLOAD_EXPIRY_SECS` (default 86400): an unfinished upload expires
 /// this long after its last activity.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UploadConfig {
     pub chunk_size: usize,
     pub min_part_size: u64,
@@ -157,14 +278,18 @@ pub const MAX_CHUNK_SIZE: usize = 64 * 1024 * 1024;
 
 impl UploadConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let chunk_size = parse_or("REELAY_CHUNK_SIZE", 4 * 1024 * 1024usize)?;
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let chunk_size = env.parse_or("REELAY_CHUNK_SIZE", 4 * 1024 * 1024usize)?;
         if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
             return Err(ConfigError::Invalid {
                 name: "REELAY_CHUNK_SIZE",
                 reason: format!("must be between 1 and {MAX_CHUNK_SIZE}"),
             });
         }
-        let min_part_size = parse_or("REELAY_PART_SIZE", 8 * 1024 * 1024u64)?;
+        let min_part_size = env.parse_or("REELAY_PART_SIZE", 8 * 1024 * 1024u64)?;
         if min_part_size < S3_MIN_PART_SIZE {
             return Err(ConfigError::Invalid {
                 name: "REELAY_PART_SIZE",
@@ -174,9 +299,18 @@ impl UploadConfig {
         Ok(Self {
             chunk_size,
             min_part_size,
-            max_upload_size: parse_or("REELAY_MAX_UPLOAD_SIZE", 50 * 1024 * 1024 * 1024u64)?,
-            expiry: Duration::from_secs(parse_or("REELAY_UPLOAD_EXPIRY_SECS", 86_400u64)?),
+            max_upload_size: env.parse_or("REELAY_MAX_UPLOAD_SIZE", 50 * 1024 * 1024 * 1024u64)?,
+            expiry: env.secs_or("REELAY_UPLOAD_EXPIRY_SECS", 86_400)?,
         })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("REELAY_CHUNK_SIZE", self.chunk_size.to_string()),
+            ("REELAY_PART_SIZE", self.min_part_size.to_string()),
+            ("REELAY_MAX_UPLOAD_SIZE", self.max_upload_size.to_string()),
+            ("REELAY_UPLOAD_EXPIRY_SECS", secs(self.expiry)),
+        ]
     }
 }
 
@@ -184,7 +318,7 @@ impl UploadConfig {
 /// every third of it while a PATCH streams;
 /// `REELAY_PATCH_IDLE_TIMEOUT_MS` (default 8000): a PATCH body that sends
 /// nothing for this long is ended, keeping what was confirmed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LockConfig {
     pub ttl: Duration,
     pub patch_idle_timeout: Duration,
@@ -192,22 +326,109 @@ pub struct LockConfig {
 
 impl LockConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            ttl: millis_or("REELAY_LOCK_TTL_MS", 5_000)?,
-            patch_idle_timeout: millis_or("REELAY_PATCH_IDLE_TIMEOUT_MS", 8_000)?,
+            ttl: env.millis_or("REELAY_LOCK_TTL_MS", 5_000)?,
+            patch_idle_timeout: env.millis_or("REELAY_PATCH_IDLE_TIMEOUT_MS", 8_000)?,
         })
     }
-}
 
-/// Reads a required variable.
-pub fn required(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(ConfigError::Missing(name)),
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("REELAY_LOCK_TTL_MS", millis(self.ttl)),
+            (
+                "REELAY_PATCH_IDLE_TIMEOUT_MS",
+                millis(self.patch_idle_timeout),
+            ),
+        ]
     }
 }
 
-/// Reads a duration given in milliseconds.
-pub fn duration_ms_or(name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
-    millis_or(name, default_ms)
+/// `REELAY_S3_RETRIES` (default 6) and `REELAY_S3_RETRY_BASE_MS` (default
+/// 200): exponential backoff with jitter for each S3 step of the worker and
+/// the reaper before they give up on it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct S3RetryConfig {
+    pub attempts: usize,
+    pub base: Duration,
+}
+
+impl S3RetryConfig {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            attempts: env.parse_or("REELAY_S3_RETRIES", 6usize)?,
+            base: env.millis_or("REELAY_S3_RETRY_BASE_MS", 200)?,
+        })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        vec![
+            ("REELAY_S3_RETRIES", self.attempts.to_string()),
+            ("REELAY_S3_RETRY_BASE_MS", millis(self.base)),
+        ]
+    }
+
+    pub fn policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            attempts: self.attempts,
+            base: self.base,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shared_config_reads_back_what_it_writes() {
+        let env = Env::of([
+            ("DATABASE_URL", "postgres://x@h:1/db"),
+            ("REELAY_SHARDS", "7"),
+            ("REELAY_S3_PREFIX", "p/"),
+            ("REELAY_CHUNK_SIZE", "1024"),
+            ("REELAY_LOCK_TTL_MS", "1234"),
+            ("REELAY_S3_RETRIES", "2"),
+        ]);
+        let database = DatabaseConfig::read(&env).unwrap();
+        assert_eq!(database.url, "postgres://x@h:1/db");
+        assert_eq!(
+            DatabaseConfig::read(&Env::of(database.to_env())).unwrap(),
+            database
+        );
+        let amqp = AmqpConfig::read(&env).unwrap();
+        assert_eq!(amqp.shards, 7);
+        assert_eq!(AmqpConfig::read(&Env::of(amqp.to_env())).unwrap(), amqp);
+        let redis = RedisConfig::read(&env).unwrap();
+        assert_eq!(RedisConfig::read(&Env::of(redis.to_env())).unwrap(), redis);
+        let s3 = S3Config::read(&env).unwrap();
+        assert_eq!(s3.key_prefix, "p/");
+        assert_eq!(S3Config::read(&Env::of(s3.to_env())).unwrap(), s3);
+        let upload = UploadConfig::read(&env).unwrap();
+        assert_eq!(upload.chunk_size, 1024);
+        assert_eq!(
+            UploadConfig::read(&Env::of(upload.to_env())).unwrap(),
+            upload
+        );
+        let lock = LockConfig::read(&env).unwrap();
+        assert_eq!(lock.ttl, Duration::from_millis(1234));
+        assert_eq!(LockConfig::read(&Env::of(lock.to_env())).unwrap(), lock);
+        let retry = S3RetryConfig::read(&env).unwrap();
+        assert_eq!(
+            S3RetryConfig::read(&Env::of(retry.to_env())).unwrap(),
+            retry
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_named_in_the_error() {
+        let env = Env::of([("REELAY_SHARDS", "many")]);
+        let error = AmqpConfig::read(&env).unwrap_err().to_string();
+        assert!(error.contains("REELAY_SHARDS"), "{error}");
+        let env = Env::of([("REELAY_SHARDS", "0")]);
+        assert!(AmqpConfig::read(&env).is_err());
+    }
 }

@@ -1,23 +1,40 @@
-//! What every reelay binary shares: the domain model (ids, states, events),
-//! the Postgres event store and projections, the RabbitMQ topology and chunk
-//! messages, S3 storage, Redis locks and routing keys, push devices and
-//! their outbox, retries, configuration, telemetry, operations endpoints
-//! and shutdown.
+//! What every reelay binary shares.
+//!
+//! The runtime, written once: configuration ([`config`]), the event store
+//! and its rebuild ([`store`]), RabbitMQ ([`mq`]), S3 ([`storage`]), Redis
+//! locks ([`lock`]), push devices and their outbox ([`push`]), retries,
+//! signing, telemetry, operations endpoints and shutdown.
+//!
+//! Beside it, one folder per product with its domain, events, projections
+//! and queries: [`video`] today. A product joins the runtime through the
+//! two lists below: its projections (for the rebuild) and its queues.
 
 pub mod config;
-pub mod domain;
-pub mod fflow;
 pub mod hashing;
 pub mod lock;
 pub mod mq;
 pub mod ops;
 pub mod push;
 pub mod retry;
-pub mod routing;
 pub mod shutdown;
 pub mod signing;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod video;
 
-pub use domain::{UserId, VideoId, VideoStatus};
+use store::{Projection, ProjectionOf};
+
+pub use video::{UserId, VideoId, VideoStatus};
+
+/// Every product's projections, in the order their tables refer to each
+/// other (a rebuild empties them last first and replays the log in order).
+pub const PROJECTIONS: &[&dyn Projection] = &[
+    &ProjectionOf::<video::VideoAggregate>::new(),
+    &ProjectionOf::<video::ProfileAggregate>::new(),
+];
+
+/// Every product's queues, as the api and workers declare them.
+pub fn queues(topology: &mq::Topology) -> Vec<mq::QueueSpec> {
+    video::jobs::queues(topology)
+}

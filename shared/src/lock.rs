@@ -8,7 +8,7 @@ use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
-use crate::{config::RedisConfig, domain::VideoId};
+use crate::config::RedisConfig;
 
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -39,15 +39,18 @@ impl Locks {
         Self { redis, prefix, ttl }
     }
 
-    pub fn key(&self, video: VideoId) -> String {
-        format!("{}upload-lock:{video}", self.prefix)
+    pub fn key(&self, id: impl std::fmt::Display) -> String {
+        format!("{}upload-lock:{id}", self.prefix)
     }
 
     /// Takes the upload's lock, or `None` while someone else holds it. The
     /// lock is renewed in the background until the guard is released or
     /// dropped; if renewal finds it lost, [`LockGuard::lost`] turns true.
-    pub async fn acquire(&self, video: VideoId) -> Result<Option<LockGuard>, redis::RedisError> {
-        let key = self.key(video);
+    pub async fn acquire(
+        &self,
+        id: impl std::fmt::Display,
+    ) -> Result<Option<LockGuard>, redis::RedisError> {
+        let key = self.key(id);
         let token = Uuid::new_v4().to_string();
         let mut redis = self.redis.clone();
         let taken: Option<String> = redis::cmd("SET")

@@ -1,5 +1,7 @@
-//! RabbitMQ: the queue topology, chunk and delete messages, and a publisher
-//! with confirms that reconnects after the broker comes back.
+//! RabbitMQ: queue names under one prefix, declaring quorum queues, and a
+//! publisher with confirms that reconnects after the broker comes back.
+//! Each product names its queues and messages (`video/jobs.rs`); the crate
+//! root lists every product's queues (`reelay_shared::queues`).
 
 use std::{
     sync::{
@@ -15,8 +17,9 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
-use crate::{config::AmqpConfig, domain::VideoId};
+use crate::config::AmqpConfig;
 
 /// How long connecting to the broker may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,7 +28,8 @@ const PUBLISH_CHANNELS: usize = 4;
 /// A message redelivered this often is dead-lettered (a poison message).
 const DELIVERY_LIMIT: i64 = 50;
 
-/// Queue names, all under one prefix so tests and deployments don't meet.
+/// Queue names, all under one prefix so tests and deployments don't meet,
+/// and the number of shards ordered work is spread over.
 #[derive(Clone, Debug)]
 pub struct Topology {
     pub prefix: String,
@@ -40,78 +44,61 @@ impl Topology {
         }
     }
 
-    /// The shard that carries every message of `video`.
-    pub fn shard_of(&self, video: VideoId) -> u16 {
-        (video.0.as_u128() % u128::from(self.shards)) as u16
+    /// `<prefix>.<name>`.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
     }
 
-    pub fn chunk_queue(&self, shard: u16) -> String {
-        format!("{}.chunks.{shard}", self.prefix)
+    /// The shard that carries every message about `id`.
+    pub fn shard_of(&self, id: Uuid) -> u16 {
+        (id.as_u128() % u128::from(self.shards)) as u16
     }
+}
 
-    pub fn chunk_queue_of(&self, video: VideoId) -> String {
-        self.chunk_queue(self.shard_of(video))
-    }
+/// One durable quorum queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    /// Where messages go when rejected or past the delivery limit.
+    pub dead_letter: Option<String>,
+    /// One consumer at a time, so messages are handled in order.
+    pub single_active_consumer: bool,
+}
 
-    pub fn dead_letter_queue(&self) -> String {
-        format!("{}.chunks.dlq", self.prefix)
-    }
-
-    /// Verify jobs: any worker takes any of them, in no particular order.
-    pub fn verify_queue(&self) -> String {
-        format!("{}.verify", self.prefix)
-    }
-
-    pub fn verify_dead_letter_queue(&self) -> String {
-        format!("{}.verify.dlq", self.prefix)
-    }
-
-    /// Encode jobs: any worker takes any of them.
-    pub fn encode_queue(&self) -> String {
-        format!("{}.encode", self.prefix)
-    }
-
-    pub fn encode_dead_letter_queue(&self) -> String {
-        format!("{}.encode.dlq", self.prefix)
-    }
-
-    /// Where a job goes.
-    pub fn queue_of(&self, header: &JobHeader) -> String {
-        match header.kind {
-            JobKind::Verify => self.verify_queue(),
-            JobKind::Encode => self.encode_queue(),
-            JobKind::Chunk { .. } | JobKind::Delete => self.chunk_queue_of(header.video),
+impl QueueSpec {
+    /// A plain queue (a dead-letter queue itself).
+    pub fn plain(name: String) -> Self {
+        Self {
+            name,
+            dead_letter: None,
+            single_active_consumer: false,
         }
     }
 
-    pub fn all_queues(&self) -> Vec<String> {
-        let mut queues: Vec<String> = (0..self.shards).map(|s| self.chunk_queue(s)).collect();
-        queues.push(self.dead_letter_queue());
-        queues.push(self.verify_queue());
-        queues.push(self.verify_dead_letter_queue());
-        queues.push(self.encode_queue());
-        queues.push(self.encode_dead_letter_queue());
-        queues
+    /// A work queue whose failures go to `dead_letter`.
+    pub fn work(name: String, dead_letter: String) -> Self {
+        Self {
+            name,
+            dead_letter: Some(dead_letter),
+            single_active_consumer: false,
+        }
     }
 
-    /// Declares the quorum queues: each shard with single-active-consumer
-    /// (one worker sees an upload's chunks in order) and dead-lettering into
-    /// the DLQ. Idempotent; the api and every worker call it.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        let quorum = || {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            args
-        };
-        let dead_lettered = |dlq: String| {
-            let mut args = quorum();
+    /// A queue consumed in order by one consumer at a time.
+    pub fn ordered(name: String, dead_letter: String) -> Self {
+        Self {
+            single_active_consumer: true,
+            ..Self::work(name, dead_letter)
+        }
+    }
+
+    fn arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        if let Some(dlq) = &self.dead_letter {
             args.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString("".into()),
@@ -124,104 +111,26 @@ impl Topology {
                 "x-delivery-limit".into(),
                 AMQPValue::LongLongInt(DELIVERY_LIMIT),
             );
-            args
-        };
-        for dlq in [
-            self.dead_letter_queue(),
-            self.verify_dead_letter_queue(),
-            self.encode_dead_letter_queue(),
-        ] {
-            channel
-                .queue_declare(dlq.as_str().into(), durable, quorum())
-                .await?;
         }
-        for shard in 0..self.shards {
-            let mut args = dead_lettered(self.dead_letter_queue());
+        if self.single_active_consumer {
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-            channel
-                .queue_declare(self.chunk_queue(shard).as_str().into(), durable, args)
-                .await?;
         }
+        args
+    }
+}
+
+/// Declares the queues; idempotent (the api and every worker call it).
+pub async fn declare(channel: &Channel, queues: &[QueueSpec]) -> Result<(), lapin::Error> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for queue in queues {
         channel
-            .queue_declare(
-                self.verify_queue().as_str().into(),
-                durable,
-                dead_lettered(self.verify_dead_letter_queue()),
-            )
+            .queue_declare(queue.name.as_str().into(), durable, queue.arguments())
             .await?;
-        channel
-            .queue_declare(
-                self.encode_queue().as_str().into(),
-                durable,
-                dead_lettered(self.encode_dead_letter_queue()),
-            )
-            .await?;
-        Ok(())
     }
-}
-
-/// What a message on a chunk queue asks of the worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobKind {
-    /// Bytes of the original at `offset`.
-    Chunk { offset: u64 },
-    /// Remove every object of the video (tus termination, DELETE).
-    Delete,
-    /// Send the video to the moderation webhook (on the verify queue).
-    Verify,
-    /// Encode the video's renditions (on the encode queue).
-    Encode,
-}
-
-/// The header fields of a job; the body is the chunk's bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobHeader {
-    pub video: VideoId,
-    pub kind: JobKind,
-}
-
-impl JobHeader {
-    pub fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "video_id".into(),
-            AMQPValue::LongString(self.video.to_string().as_str().into()),
-        );
-        let (kind, offset) = match self.kind {
-            JobKind::Chunk { offset } => ("chunk", offset),
-            JobKind::Delete => ("delete", 0),
-            JobKind::Verify => ("verify", 0),
-            JobKind::Encode => ("encode", 0),
-        };
-        headers.insert("kind".into(), AMQPValue::LongString(kind.into()));
-        headers.insert("offset".into(), AMQPValue::LongLongInt(offset as i64));
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/octet-stream"))
-            .with_headers(headers)
-    }
-
-    /// Reads a job's header back; `None` for a message we did not write.
-    pub fn parse(properties: &BasicProperties) -> Option<Self> {
-        let headers = properties.headers().as_ref()?;
-        let field = |name: &str| headers.inner().get(name);
-        let text = |v: &AMQPValue| match v {
-            AMQPValue::LongString(s) => Some(s.to_string()),
-            _ => None,
-        };
-        let video = VideoId::parse(&text(field("video_id")?)?)?;
-        let kind = match text(field("kind")?)?.as_str() {
-            "chunk" => match field("offset")? {
-                AMQPValue::LongLongInt(o) if *o >= 0 => JobKind::Chunk { offset: *o as u64 },
-                _ => return None,
-            },
-            "delete" => JobKind::Delete,
-            "verify" => JobKind::Verify,
-            "encode" => JobKind::Encode,
-            _ => return None,
-        };
-        Some(Self { video, kind })
-    }
+    Ok(())
 }
 
 /// Connects to the broker, failing after [`CONNECT_TIMEOUT`].
@@ -229,13 +138,23 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
         Ok(result) => result,
-        Err(_) => Err(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to the broker timed out",
-            ),
-        )))),
+        Err(_) => Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to the broker timed out",
+        ))),
     }
+}
+
+fn io_error(e: std::io::Error) -> lapin::Error {
+    lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(e)))
+}
+
+/// A persistent message's properties with `headers`.
+pub fn persistent(headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/octet-stream"))
+        .with_headers(headers)
 }
 
 struct Connected {
@@ -244,21 +163,24 @@ struct Connected {
     next: AtomicUsize,
 }
 
-/// Publishes jobs with publisher confirms over a few channels of one
-/// connection; connects lazily and again after the connection broke.
+/// Publishes messages with publisher confirms over a few channels of one
+/// connection; connects lazily (declaring its queues) and again after the
+/// connection broke.
 pub struct Publisher {
     url: String,
     name: String,
     topology: Topology,
+    queues: Vec<QueueSpec>,
     connected: Mutex<Option<Arc<Connected>>>,
 }
 
 impl Publisher {
-    pub fn new(url: String, name: String, topology: Topology) -> Self {
+    pub fn new(url: String, name: String, topology: Topology, queues: Vec<QueueSpec>) -> Self {
         Self {
             url,
             name,
             topology,
+            queues,
             connected: Mutex::new(None),
         }
     }
@@ -288,7 +210,7 @@ impl Publisher {
                 .await?;
             channels.push(channel);
         }
-        self.topology.declare(&channels[0]).await?;
+        declare(&channels[0], &self.queues).await?;
         let first = channels[0].clone();
         *guard = Some(Arc::new(Connected {
             connection,
@@ -303,10 +225,15 @@ impl Publisher {
         self.channel().await.is_ok()
     }
 
-    /// Publishes one job with no body and waits for the broker's confirm.
-    pub async fn publish_confirmed(&self, header: JobHeader) -> Result<(), lapin::Error> {
+    /// Publishes one message and waits for the broker's confirm.
+    pub async fn publish_confirmed(
+        &self,
+        queue: &str,
+        properties: BasicProperties,
+        body: &[u8],
+    ) -> Result<(), lapin::Error> {
         let channel = self.channel().await?;
-        let confirm = match self.publish(&channel, header, &[]).await {
+        let confirm = match self.publish(&channel, queue, properties, body).await {
             Ok(confirm) => confirm,
             Err(e) => {
                 self.reset().await;
@@ -315,29 +242,31 @@ impl Publisher {
         };
         match confirm.await? {
             Confirmation::Ack(None) => Ok(()),
-            _ => Err(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
-                std::io::Error::other("the broker did not take the job"),
-            )))),
+            _ => Err(io_error(std::io::Error::other(
+                "the broker did not take the message",
+            ))),
         }
     }
 
-    /// Publishes one job; await the returned confirm before counting it durable.
+    /// Publishes one message (mandatory: an unroutable one comes back); await
+    /// the returned confirm before counting it durable.
     pub async fn publish(
         &self,
         channel: &Channel,
-        header: JobHeader,
+        queue: &str,
+        properties: BasicProperties,
         body: &[u8],
     ) -> Result<PublisherConfirm, lapin::Error> {
         channel
             .basic_publish(
                 ShortString::from(""),
-                self.topology.queue_of(&header).as_str().into(),
+                queue.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
                 body,
-                header.properties(),
+                properties,
             )
             .await
     }
@@ -351,40 +280,5 @@ impl Publisher {
 
     pub async fn close(&self) {
         self.reset().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_header_reads_back_as_written() {
-        let video = VideoId::new();
-        for kind in [
-            JobKind::Chunk { offset: 0 },
-            JobKind::Chunk { offset: 1 << 40 },
-            JobKind::Delete,
-            JobKind::Verify,
-            JobKind::Encode,
-        ] {
-            let header = JobHeader { video, kind };
-            assert_eq!(JobHeader::parse(&header.properties()), Some(header));
-        }
-        assert_eq!(JobHeader::parse(&BasicProperties::default()), None);
-    }
-
-    #[test]
-    fn every_message_of_a_video_goes_to_one_shard() {
-        let topology = Topology {
-            prefix: "t".into(),
-            shards: 3,
-        };
-        let video = VideoId::new();
-        assert_eq!(
-            topology.chunk_queue_of(video),
-            topology.chunk_queue_of(video)
-        );
-        assert!(topology.shard_of(video) < 3);
     }
 }

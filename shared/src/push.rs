@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{UserId, VideoId, VideoStatus};
+use crate::video::{UserId, VideoId, VideoStatus};
 
 /// The channel `NOTIFY`d when notifications are written, so the
 /// dispatcher sends them at once instead of at its next poll.
@@ -190,7 +190,7 @@ pub async fn forget_device(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
 /// `state` (the event `seq`), inside the event's transaction; wakes the
 /// dispatcher if there is any. Returns how many were written.
 pub async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     owner: UserId,
     video: VideoId,
     seq: i64,
@@ -206,13 +206,13 @@ pub async fn enqueue(
     .bind(seq)
     .bind(state)
     .bind(at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if written > 0 {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(written)

@@ -4,6 +4,15 @@
 use std::{future::Future, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
+use rand::Rng;
+
+/// The wait before retry number `attempt + 1`: `base` doubled per attempt,
+/// capped at `cap`, with jitter (between half and all of it), so that many
+/// retrying at once spread out.
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+    exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -12,6 +21,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The wait before retrying after `attempt` failed tries (the same
+    /// curve as [`RetryPolicy::run`]: capped at 32 × base), for steps that
+    /// retry by returning their message to the queue.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        backoff(self.base, self.base * 32, attempt)
+    }
+
     /// Runs `step` until it succeeds or the attempts run out; returns the
     /// last error then. `what` names the step in the logs.
     pub async fn run<T, E, F, Fut>(&self, what: &str, step: F) -> Result<T, E>

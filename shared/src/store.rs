@@ -1,20 +1,23 @@
-//! The Postgres event store: an append-only log with per-aggregate versions
-//! and a global sequence, and the projections (videos, flows,
-//! upload_sessions) applied in the same transaction.
+//! The event store, written once for every product: an append-only log with
+//! a per-aggregate version (optimistic concurrency) and a global sequence,
+//! projections applied in the same transaction as each event, and the
+//! rebuild that replays the log into them.
+//!
+//! A product describes each of its aggregates with [`Aggregate`]: how its
+//! current state is loaded, how an event changes its projections, and what
+//! else an event writes in its transaction (an outbox). Writers then call
+//! [`Store::append`] with the aggregate's id and a `decide` function; the
+//! product's queries are its own (`impl Store` blocks in its folder).
+
+use std::future::Future;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions, types::Json};
+use futures_util::future::BoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction, postgres::PgPoolOptions, types::Json};
 use uuid::Uuid;
 
-use crate::{
-    config::DatabaseConfig,
-    domain::{
-        Playback, ProfileEvent, StagedSegment, StoredPart, UserId, Verification, VideoEvent,
-        VideoId, VideoStatus, percentage,
-    },
-    push,
-};
+use crate::config::DatabaseConfig;
 
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -28,83 +31,87 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// projection row, then the log; a rebuild, the log, then the projections).
 const PROJECTIONS_LOCK: i64 = 0x7265_656c_6179_0001;
 
-/// The `videos` projection.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct Video {
-    pub id: VideoId,
-    pub owner_id: UserId,
-    pub status: VideoStatus,
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub filename: Option<String>,
-    pub filetype: Option<String>,
-    pub size_bytes: i64,
-    pub received_bytes: i64,
-    pub stored_bytes: i64,
-    pub sha256: Option<String>,
-    pub failure_reason: Option<String>,
-    pub verification: Verification,
-    pub verification_reason: Option<String>,
-    pub onboarding_position: Option<i32>,
-    /// How far the encoder got, 0–100.
-    pub encoding_percentage: i16,
-    /// Where the streams are, once READY.
-    pub playback: Option<Json<Playback>>,
-    pub version: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+/// An event of some aggregate, as stored in `events.payload`.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync {
+    /// `events.kind`: the event's name in the log.
+    fn kind(&self) -> &'static str;
 }
 
-impl Video {
-    pub fn size(&self) -> u64 {
-        self.size_bytes as u64
+/// One kind of aggregate: its events, the state `decide` sees, and its
+/// projections.
+pub trait Aggregate: Send + Sync + 'static {
+    /// `events.aggregate_type`, which tells the rebuild whose event it is.
+    const TYPE: &'static str;
+    /// Its projection tables, in the order a rebuild empties them.
+    const TABLES: &'static [&'static str];
+    type Id: AggregateId<Aggregate = Self>;
+    type Event: Event;
+    /// What `decide` sees: the aggregate's projection rows.
+    type State: Send + Sync;
+    /// Why `decide` refuses a command, per aggregate: mapped to HTTP once,
+    /// at the api's boundary.
+    type Rejection: std::error::Error + Send + Sync + 'static;
+
+    /// The current state; with `for_update`, its rows locked for the
+    /// transaction.
+    fn load(
+        conn: &mut PgConnection,
+        id: Self::Id,
+        for_update: bool,
+    ) -> impl Future<Output = Result<Self::State, sqlx::Error>> + Send;
+
+    /// The version of the last event applied (0 before the first).
+    fn version(state: &Self::State) -> i32;
+
+    /// Applies one event to the projections. Uses only the event and its
+    /// `recorded_at`, so replaying the log reproduces the rows exactly.
+    fn apply(
+        conn: &mut PgConnection,
+        id: Self::Id,
+        version: i32,
+        event: &Self::Event,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// What else an event writes in its transaction, once recorded as `seq`
+    /// (an outbox row); `before` is the state `decide` saw. Not replayed by
+    /// a rebuild: it is delivery state, not a projection.
+    fn recorded(
+        conn: &mut PgConnection,
+        id: Self::Id,
+        before: &Self::State,
+        event: &Self::Event,
+        seq: i64,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        let _ = (conn, id, before, event, seq, at);
+        async { Ok(()) }
     }
-
-    pub fn received(&self) -> u64 {
-        self.received_bytes as u64
-    }
-
-    pub fn stored(&self) -> u64 {
-        self.stored_bytes as u64
-    }
-
-    /// Share of the original that is durable in S3.
-    pub fn uploaded_percentage(&self) -> u8 {
-        percentage(self.stored(), self.size())
-    }
 }
 
-/// The `upload_sessions` projection: one row while the original uploads.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct UploadSession {
-    pub video_id: VideoId,
-    pub flow_id: Uuid,
-    pub upload_metadata: Option<String>,
-    pub part_size_bytes: i64,
-    pub multipart_id: Option<String>,
-    pub parts: Json<Vec<StoredPart>>,
-    pub staged: Json<Vec<StagedSegment>>,
-    pub durable_bytes: i64,
-    pub hash_state: String,
-    pub last_activity_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+/// The id of an aggregate: its type says which aggregate it names.
+pub trait AggregateId: Copy + Send + Sync + 'static {
+    type Aggregate: Aggregate<Id = Self>;
+    fn uuid(self) -> Uuid;
+    fn from_uuid(id: Uuid) -> Self;
 }
 
-/// The current state of one video aggregate, as `decide` sees it.
-#[derive(Clone, Debug, Default)]
-pub struct Aggregate {
-    pub video: Option<Video>,
-    pub session: Option<UploadSession>,
+/// Why an append did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError<R> {
+    /// The command does not fit the aggregate's current state.
+    #[error("rejected: {0}")]
+    Rejected(R),
+    /// Another writer appended the same version first.
+    #[error("another writer changed it at the same time")]
+    Conflict,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
-/// The `profiles` projection.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct Profile {
-    pub user_id: UserId,
-    pub video_id: Option<VideoId>,
-    pub version: i32,
-    pub updated_at: DateTime<Utc>,
-}
+/// An append's outcome, for the aggregate `I` names.
+pub type Appended<R, I> =
+    Result<R, AppendError<<<I as AggregateId>::Aggregate as Aggregate>::Rejection>>;
 
 /// One entry of the event log.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -114,18 +121,6 @@ pub struct RecordedEvent {
     pub kind: String,
     pub payload: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// The command does not fit the aggregate's current state.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// Another writer appended the same version first.
-    #[error("concurrent write to the same video")]
-    Conflict,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 #[derive(Clone)]
@@ -155,189 +150,66 @@ impl Store {
         MIGRATOR.run(&self.pool).await
     }
 
-    pub async fn video(&self, id: VideoId) -> Result<Option<Video>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM videos WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    pub async fn aggregate(&self, id: VideoId) -> Result<Aggregate, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        load(&mut conn, id, false).await
-    }
-
-    /// A page of `owner`'s videos, newest first, after the `(created_at, id)`
-    /// cursor if given. Without a status filter, deleted videos are left out.
-    pub async fn list_videos(
+    /// The aggregate's current state, unlocked.
+    pub async fn load<I: AggregateId>(
         &self,
-        owner: UserId,
-        status: Option<VideoStatus>,
-        after: Option<(DateTime<Utc>, VideoId)>,
-        limit: i64,
-    ) -> Result<Vec<Video>, sqlx::Error> {
-        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
-        sqlx::query_as(
-            "SELECT * FROM videos WHERE owner_id = $1 \
-             AND (CASE WHEN $2::video_status IS NULL THEN status <> 'DELETED' ELSE status = $2 END) \
-             AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
-             ORDER BY created_at DESC, id DESC LIMIT $5",
-        )
-        .bind(owner)
-        .bind(status)
-        .bind(after_at)
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        id: I,
+    ) -> Result<<I::Aggregate as Aggregate>::State, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        I::Aggregate::load(&mut conn, id, false).await
     }
 
-    /// The onboarding collection in order: position, then creation.
-    pub async fn onboarding(&self) -> Result<Vec<Video>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT * FROM videos WHERE onboarding_position IS NOT NULL AND status <> 'DELETED' \
-             ORDER BY onboarding_position, created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// The position after the last onboarding video.
-    pub async fn next_onboarding_position(&self) -> Result<i32, sqlx::Error> {
-        let (next,): (i32,) =
-            sqlx::query_as("SELECT coalesce(max(onboarding_position) + 1, 0) FROM videos")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(next)
-    }
-
-    /// The video's history, oldest first: its own events, and the profile
-    /// events that made it (or stopped it being) someone's profile video.
-    pub async fn events(&self, id: VideoId) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT seq, version, kind, payload, recorded_at FROM events \
-             WHERE (aggregate_type = 'video' AND aggregate_id = $1) \
-                OR (aggregate_type = 'profile' AND payload->>'video_id' = $1::text) \
-             ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Runs `decide` against the video's current state (locked for the
+    /// Runs `decide` against the aggregate's current state (locked for the
     /// transaction) and appends the events it returns, applying each to the
     /// projections in the same transaction. `decide` returns the events and
     /// a value handed back to the caller, or a rejection.
-    pub async fn append<R>(
+    pub async fn append<I, R>(
         &self,
-        id: VideoId,
-        decide: impl FnOnce(&Aggregate) -> Result<(Vec<VideoEvent>, R), String>,
-    ) -> Result<R, AppendError> {
+        id: I,
+        decide: impl FnOnce(
+            &<I::Aggregate as Aggregate>::State,
+        ) -> Result<
+            (Vec<<I::Aggregate as Aggregate>::Event>, R),
+            <I::Aggregate as Aggregate>::Rejection,
+        >,
+    ) -> Appended<R, I>
+    where
+        I: AggregateId,
+    {
+        type A<I> = <I as AggregateId>::Aggregate;
         let mut tx = begin_append(&self.pool).await?;
-        let current = load(&mut tx, id, true).await?;
+        let current = A::<I>::load(&mut tx, id, true).await?;
         let (events, out) = decide(&current).map_err(AppendError::Rejected)?;
-        let mut version = current.video.as_ref().map_or(0, |v| v.version);
-        let mut owner = current.video.as_ref().map(|v| v.owner_id);
+        let mut version = A::<I>::version(&current);
         let recorded_at = Utc::now().trunc_subsecs(6);
         for event in &events {
             version += 1;
             let seq = insert_event(
                 &mut tx,
-                "video",
-                id.0,
+                A::<I>::TYPE,
+                id.uuid(),
                 version,
                 event.kind(),
-                &Json(event),
+                event,
                 recorded_at,
             )
             .await?;
-            apply(&mut tx, id, version, event, recorded_at).await?;
-            if let VideoEvent::Created { owner_id, .. } = event {
-                owner = Some(*owner_id);
-            }
-            // The outbox: the owner's devices hear of it, or nothing does.
-            if let (Some(owner), Some(state)) = (owner, event.status_after())
-                && state.is_notified()
-            {
-                push::enqueue(&mut tx, owner, id, seq, state, recorded_at).await?;
-            }
+            A::<I>::apply(&mut tx, id, version, event, recorded_at).await?;
+            A::<I>::recorded(&mut tx, id, &current, event, seq, recorded_at).await?;
         }
         tx.commit().await?;
         Ok(out)
-    }
-
-    /// `user`'s profile, if they ever set a profile video.
-    pub async fn profile(&self, user: UserId) -> Result<Option<Profile>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM profiles WHERE user_id = $1")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// As [`Store::append`], for the profile aggregate of `user`.
-    pub async fn append_profile<R>(
-        &self,
-        user: UserId,
-        decide: impl FnOnce(Option<&Profile>) -> Result<(Vec<ProfileEvent>, R), String>,
-    ) -> Result<R, AppendError> {
-        let mut tx = begin_append(&self.pool).await?;
-        let current: Option<Profile> =
-            sqlx::query_as("SELECT * FROM profiles WHERE user_id = $1 FOR UPDATE")
-                .bind(user)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (events, out) = decide(current.as_ref()).map_err(AppendError::Rejected)?;
-        let mut version = current.as_ref().map_or(0, |p| p.version);
-        let recorded_at = Utc::now().trunc_subsecs(6);
-        for event in &events {
-            version += 1;
-            insert_event(
-                &mut tx,
-                "profile",
-                user.0,
-                version,
-                event.kind(),
-                &Json(event),
-                recorded_at,
-            )
-            .await?;
-            apply_profile(&mut tx, user, version, event, recorded_at).await?;
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    /// For each user id, in the order given, their current profile video's
-    /// id and status: one round trip however many users.
-    pub async fn profile_videos(
-        &self,
-        users: &[Uuid],
-    ) -> Result<
-        Vec<(
-            Uuid,
-            Option<VideoId>,
-            Option<VideoStatus>,
-            Option<Verification>,
-        )>,
-        sqlx::Error,
-    > {
-        sqlx::query_as(
-            "SELECT u.user_id, v.id, v.status, v.verification \
-             FROM unnest($1::uuid[]) WITH ORDINALITY AS u (user_id, n) \
-             LEFT JOIN profiles p ON p.user_id = u.user_id \
-             LEFT JOIN videos v ON v.id = p.video_id \
-             ORDER BY u.n",
-        )
-        .bind(users)
-        .fetch_all(&self.pool)
-        .await
     }
 
     /// Empties the projections and replays the whole log into them, in one
     /// transaction, so readers see either the old rows or the rebuilt ones
-    /// and are never blocked; appends wait until it commits.
-    pub async fn rebuild_projections(&self) -> Result<u64, sqlx::Error> {
+    /// and are never blocked; appends wait until it commits. Tables are
+    /// emptied last projection first (a later one may refer to an earlier
+    /// one's rows). Returns how many events were replayed.
+    pub async fn rebuild_projections(
+        &self,
+        projections: &[&dyn Projection],
+    ) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PROJECTIONS_LOCK)
@@ -345,55 +217,119 @@ impl Store {
             .await?;
         // DELETE rather than TRUNCATE: TRUNCATE's exclusive table locks would
         // block every reader until the replay ends.
-        sqlx::raw_sql(
-            "DELETE FROM profiles; DELETE FROM upload_sessions; DELETE FROM flows; DELETE FROM videos",
-        )
-        .execute(&mut *tx)
-        .await?;
+        for table in projections.iter().rev().flat_map(|p| p.tables()) {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
         // Page through the log so memory does not grow with its length.
         const PAGE: i64 = 1000;
-        let unreadable = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
         let (mut replayed, mut after) = (0u64, 0i64);
         loop {
-            let rows: Vec<(i64, String, Uuid, i32, serde_json::Value, DateTime<Utc>)> =
-                sqlx::query_as(
-                    "SELECT seq, aggregate_type, aggregate_id, version, payload, recorded_at \
-                     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                )
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows: Vec<StoredEvent> = sqlx::query_as(
+                "SELECT seq, aggregate_type, aggregate_id, version, payload, recorded_at \
+                 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(&mut *tx)
+            .await?;
             let Some(last) = rows.last() else { break };
-            after = last.0;
+            after = last.seq;
             replayed += rows.len() as u64;
-            for (_, kind, id, version, payload, at) in rows {
-                if kind == "profile" {
-                    let event: ProfileEvent =
-                        serde_json::from_value(payload).map_err(unreadable)?;
-                    apply_profile(&mut tx, UserId(id), version, &event, at).await?;
-                } else {
-                    let event: VideoEvent = serde_json::from_value(payload).map_err(unreadable)?;
-                    apply(&mut tx, VideoId(id), version, &event, at).await?;
-                }
+            for row in rows {
+                let projection = projections
+                    .iter()
+                    .find(|p| p.aggregate_type() == row.aggregate_type)
+                    .ok_or_else(|| {
+                        sqlx::Error::Protocol(format!(
+                            "event {} is of aggregate type '{}', which no projection replays",
+                            row.seq, row.aggregate_type
+                        ))
+                    })?;
+                projection.replay(&mut tx, row).await?;
             }
         }
         tx.commit().await?;
         Ok(replayed)
     }
 
-    /// Every projection row as JSON, ordered, for comparing two states.
-    pub async fn projections_snapshot(&self) -> Result<serde_json::Value, sqlx::Error> {
-        let (snapshot,): (serde_json::Value,) = sqlx::query_as(
-            "SELECT jsonb_build_object( \
-               'videos', (SELECT coalesce(jsonb_agg(to_jsonb(v) ORDER BY v.id), '[]') FROM videos v), \
-               'flows', (SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY f.id), '[]') FROM flows f), \
-               'upload_sessions', (SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.video_id), '[]') FROM upload_sessions s), \
-               'profiles', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.user_id), '[]') FROM profiles p))",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(snapshot)
+    /// Every row of the projections as JSON, ordered, for comparing two states.
+    pub async fn projections_snapshot(
+        &self,
+        projections: &[&dyn Projection],
+    ) -> Result<serde_json::Value, sqlx::Error> {
+        let mut snapshot = serde_json::Map::new();
+        for table in projections.iter().flat_map(|p| p.tables()) {
+            let (rows,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]') FROM {table} t"
+            )))
+            .fetch_one(&self.pool)
+            .await?;
+            snapshot.insert((*table).to_owned(), rows);
+        }
+        Ok(serde_json::Value::Object(snapshot))
+    }
+}
+
+/// A row of the log as the rebuild reads it.
+#[derive(sqlx::FromRow)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub version: i32,
+    pub payload: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What the rebuild needs of one aggregate's projections, as an object, so
+/// the list of them is data: see `reelay_shared::PROJECTIONS`.
+pub trait Projection: Send + Sync {
+    fn aggregate_type(&self) -> &'static str;
+    fn tables(&self) -> &'static [&'static str];
+    fn replay<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: StoredEvent,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+/// The projections of aggregate `A`, for the rebuild.
+pub struct ProjectionOf<A>(std::marker::PhantomData<A>);
+
+impl<A> ProjectionOf<A> {
+    pub const fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<A> Default for ProjectionOf<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Aggregate> Projection for ProjectionOf<A> {
+    fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        A::TABLES
+    }
+
+    fn replay<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        row: StoredEvent,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let event: A::Event = serde_json::from_value(row.payload)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let id = <A::Id as AggregateId>::from_uuid(row.aggregate_id);
+            A::apply(conn, id, row.version, &event, row.recorded_at).await
+        })
     }
 }
 
@@ -411,15 +347,15 @@ async fn begin_append(pool: &PgPool) -> Result<Transaction<'static, Postgres>, s
 /// Appends one event with the next version of its aggregate and returns its
 /// global sequence number; a version someone else took first is a
 /// [`AppendError::Conflict`].
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
+async fn insert_event<R>(
+    conn: &mut PgConnection,
     aggregate_type: &str,
     id: Uuid,
     version: i32,
     kind: &str,
     payload: &(impl Serialize + Sync),
     recorded_at: DateTime<Utc>,
-) -> Result<i64, AppendError> {
+) -> Result<i64, AppendError<R>> {
     let inserted: Result<(i64,), _> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, version, kind, payload, recorded_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
@@ -430,7 +366,7 @@ async fn insert_event(
     .bind(kind)
     .bind(Json(payload))
     .bind(recorded_at)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *conn)
     .await;
     match inserted {
         Ok((seq,)) => Ok(seq),
@@ -439,331 +375,4 @@ async fn insert_event(
             _ => AppendError::Database(e),
         }),
     }
-}
-
-async fn apply_profile(
-    tx: &mut Transaction<'_, Postgres>,
-    user: UserId,
-    version: i32,
-    event: &ProfileEvent,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let video = match event {
-        ProfileEvent::VideoSet { video_id, .. } => Some(*video_id),
-        ProfileEvent::VideoCleared { .. } => None,
-    };
-    sqlx::query(
-        "INSERT INTO profiles (user_id, video_id, version, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (user_id) DO UPDATE SET video_id = $2, version = $3, updated_at = $4",
-    )
-    .bind(user)
-    .bind(video)
-    .bind(version)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn load(
-    conn: &mut sqlx::PgConnection,
-    id: VideoId,
-    for_update: bool,
-) -> Result<Aggregate, sqlx::Error> {
-    let query = if for_update {
-        "SELECT * FROM videos WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT * FROM videos WHERE id = $1"
-    };
-    let video: Option<Video> = sqlx::query_as(query)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let session = if video.is_some() {
-        sqlx::query_as(
-            "SELECT video_id, flow_id, upload_metadata, part_size_bytes, multipart_id, parts, staged, \
-             durable_bytes, hash_state, last_activity_at, expires_at FROM upload_sessions WHERE video_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    } else {
-        None
-    };
-    Ok(Aggregate { video, session })
-}
-
-/// Applies one event to the projections. Uses only the event and its
-/// `recorded_at`, so replaying the log reproduces the rows exactly.
-async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    id: VideoId,
-    version: i32,
-    event: &VideoEvent,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if let VideoEvent::Created {
-        owner_id,
-        flow_id,
-        size_bytes,
-        part_size_bytes,
-        object_key,
-        title,
-        filename,
-        filetype,
-        upload_metadata,
-        expires_at,
-        onboarding_position,
-    } = event
-    {
-        sqlx::query(
-            "INSERT INTO videos (id, owner_id, status, title, filename, filetype, size_bytes, version, created_at, updated_at, \
-             onboarding_position) VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $8, $9)",
-        )
-        .bind(id)
-        .bind(owner_id)
-        .bind(title)
-        .bind(filename)
-        .bind(filetype)
-        .bind(*size_bytes as i64)
-        .bind(version)
-        .bind(at)
-        .bind(onboarding_position)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO flows (id, video_id, kind, object_key, size_bytes, status, created_at, updated_at) \
-             VALUES ($1, $2, 'original', $3, $4, 'uploading', $5, $5)",
-        )
-        .bind(flow_id)
-        .bind(id)
-        .bind(object_key)
-        .bind(*size_bytes as i64)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO upload_sessions (video_id, flow_id, upload_metadata, part_size_bytes, last_activity_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(flow_id)
-        .bind(upload_metadata)
-        .bind(*part_size_bytes as i64)
-        .bind(at)
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?;
-        return Ok(());
-    }
-
-    sqlx::query("UPDATE videos SET version = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(version)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
-    let query = match event {
-        VideoEvent::Created { .. } => unreachable!("handled above"),
-        VideoEvent::BytesReceived {
-            received_bytes,
-            expires_at,
-        } => {
-            sqlx::query(
-                "UPDATE videos SET received_bytes = $2, \
-                 status = CASE WHEN status = 'PENDING' THEN 'LOADING'::video_status ELSE status END \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(*received_bytes as i64)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("UPDATE upload_sessions SET last_activity_at = $2, expires_at = $3 WHERE video_id = $1")
-                .bind(id)
-                .bind(at)
-                .bind(expires_at)
-        }
-        VideoEvent::MultipartStarted { multipart_id } => {
-            sqlx::query("UPDATE upload_sessions SET multipart_id = $2 WHERE video_id = $1")
-                .bind(id)
-                .bind(multipart_id)
-        }
-        VideoEvent::SegmentStaged {
-            segment,
-            hash_state,
-        } => {
-            let end = (segment.offset + segment.len) as i64;
-            stored(tx, id, end).await?;
-            sqlx::query(
-                "UPDATE upload_sessions SET staged = staged || jsonb_build_array($2::jsonb), \
-                 durable_bytes = $3, hash_state = $4 WHERE video_id = $1",
-            )
-            .bind(id)
-            .bind(Json(segment))
-            .bind(end)
-            .bind(hash_state)
-        }
-        VideoEvent::PartStored {
-            part,
-            stored_bytes,
-            hash_state,
-        } => {
-            stored(tx, id, *stored_bytes as i64).await?;
-            sqlx::query(
-                "UPDATE upload_sessions SET parts = parts || jsonb_build_array($2::jsonb), staged = '[]', \
-                 durable_bytes = $3, hash_state = $4 WHERE video_id = $1",
-            )
-            .bind(id)
-            .bind(Json(part))
-            .bind(*stored_bytes as i64)
-            .bind(hash_state)
-        }
-        VideoEvent::Uploaded { sha256 } => {
-            sqlx::query(
-                "UPDATE videos SET status = 'UPLOADED', sha256 = $2, stored_bytes = size_bytes WHERE id = $1",
-            )
-            .bind(id)
-            .bind(sha256)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "UPDATE flows SET status = 'stored', stored_bytes = size_bytes, updated_at = $2 \
-                 WHERE video_id = $1 AND kind = 'original'",
-            )
-            .bind(id)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("DELETE FROM upload_sessions WHERE video_id = $1").bind(id)
-        }
-        VideoEvent::Failed { reason } => {
-            sqlx::query("UPDATE videos SET status = 'FAILED', failure_reason = $2 WHERE id = $1")
-                .bind(id)
-                .bind(reason)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(
-                "UPDATE flows SET status = 'failed', updated_at = $2 WHERE video_id = $1 AND status = 'uploading'",
-            )
-            .bind(id)
-            .bind(at)
-        }
-        VideoEvent::OnboardingPlaced { position } => {
-            sqlx::query("UPDATE videos SET onboarding_position = $2 WHERE id = $1")
-                .bind(id)
-                .bind(position)
-        }
-        VideoEvent::ReviewRequested => {
-            sqlx::query("UPDATE videos SET verification = 'pending_review' WHERE id = $1").bind(id)
-        }
-        VideoEvent::Moderated {
-            verification,
-            reason,
-            ..
-        } => sqlx::query(
-            "UPDATE videos SET verification = $2, verification_reason = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(verification)
-        .bind(reason),
-        VideoEvent::DetailsUpdated { title, description } => {
-            sqlx::query("UPDATE videos SET title = $2, description = $3 WHERE id = $1")
-                .bind(id)
-                .bind(title)
-                .bind(description)
-        }
-        // The log keeps the history; the projections keep nothing personal.
-        VideoEvent::Deleted => {
-            sqlx::query("UPDATE upload_sessions SET upload_metadata = NULL WHERE video_id = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(
-                "UPDATE videos SET status = 'DELETED', title = NULL, description = NULL, \
-                 filename = NULL, filetype = NULL WHERE id = $1",
-            )
-            .bind(id)
-        }
-        VideoEvent::ObjectsRemoved => {
-            sqlx::query("UPDATE flows SET status = 'removed', updated_at = $2 WHERE video_id = $1")
-                .bind(id)
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM upload_sessions WHERE video_id = $1").bind(id)
-        }
-        VideoEvent::UploadAborted => {
-            sqlx::query("DELETE FROM upload_sessions WHERE video_id = $1").bind(id)
-        }
-        VideoEvent::ReceivedRewound { received_bytes } => {
-            sqlx::query("UPDATE videos SET received_bytes = $2 WHERE id = $1")
-                .bind(id)
-                .bind(*received_bytes as i64)
-        }
-        VideoEvent::EncodingStarted { .. } => sqlx::query(
-            "UPDATE videos SET status = 'ENCODING', encoding_percentage = 0 WHERE id = $1",
-        )
-        .bind(id),
-        VideoEvent::EncodingProgressed { percent } => {
-            sqlx::query("UPDATE videos SET encoding_percentage = $2 WHERE id = $1")
-                .bind(id)
-                .bind(i16::from(*percent))
-        }
-        VideoEvent::Encoded {
-            renditions,
-            playback,
-        } => {
-            for rendition in renditions {
-                let details = serde_json::json!({
-                    "name": rendition.name,
-                    "width": rendition.width,
-                    "height": rendition.height,
-                    "bandwidth": rendition.bandwidth,
-                });
-                sqlx::query(
-                    "INSERT INTO flows (id, video_id, kind, object_key, size_bytes, stored_bytes, status, \
-                     details, created_at, updated_at) VALUES ($1, $2, 'rendition', $3, $4, $4, 'stored', $5, $6, $6)",
-                )
-                .bind(rendition.flow_id)
-                .bind(id)
-                .bind(format!("{}{}", playback.prefix, rendition.playlist))
-                .bind(rendition.size_bytes as i64)
-                .bind(details)
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
-            }
-            sqlx::query(
-                "UPDATE videos SET status = 'READY', encoding_percentage = 100, playback = $2 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(Json(playback))
-        }
-    };
-    query.execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Bytes became durable in S3: a PENDING video is LOADING from then on,
-/// even if the api has not yet recorded the end of a long PATCH.
-async fn stored(
-    tx: &mut Transaction<'_, Postgres>,
-    id: VideoId,
-    bytes: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE videos SET stored_bytes = $2, \
-         status = CASE WHEN status = 'PENDING' THEN 'LOADING'::video_status ELSE status END \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(bytes)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE flows SET stored_bytes = $2 WHERE video_id = $1 AND kind = 'original'")
-        .bind(id)
-        .bind(bytes)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }

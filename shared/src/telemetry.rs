@@ -8,7 +8,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 pub fn init_tracing() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
-    let pretty = crate::config::var_or("REELAY_LOG_FORMAT", "json") == "pretty";
+    let pretty = crate::config::Env::process().var_or("REELAY_LOG_FORMAT", "json") == "pretty";
     let registry = tracing_subscriber::registry().with(filter);
     let result = if pretty {
         registry.with(fmt::layer().compact()).try_init()

@@ -104,6 +104,29 @@ impl Tus {
         }
     }
 
+    /// Creates an upload of `data` and PATCHes it in requests of `patch`
+    /// bytes (slices of `data`, no copies: what a benchmark's client does).
+    pub async fn upload(&self, data: &bytes::Bytes, patch: usize) -> VideoId {
+        let id = self.create(data.len() as u64).await;
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + patch).min(data.len());
+            let response = self
+                .patch(id, offset as u64, data.slice(offset..end))
+                .send()
+                .await
+                .expect("PATCH");
+            assert_eq!(
+                response.status(),
+                StatusCode::NO_CONTENT,
+                "PATCH at {offset}: {}",
+                response.text().await.unwrap_or_default()
+            );
+            offset = end;
+        }
+        id
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.base))

@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use redis::AsyncCommands;
-use reelay_shared::{VideoId, VideoStatus, routing};
+use reelay_shared::{VideoId, VideoStatus, video::routing};
 use reelay_tests::{TestEnv, TestFflow, client::Tus, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -269,7 +269,7 @@ async fn mp4_either_way_and_webm_end_ready_and_play_through_hls_and_dash() {
     for fflow in &stage.fflows {
         assert_eq!(fflow.local_files(), 0, "no local file outlives its encode");
     }
-    let live = env.store.projections_snapshot().await.expect("snapshot");
+    let live = env.projections_snapshot().await;
     let renditions = live["flows"]
         .as_array()
         .expect("flows")
@@ -277,9 +277,9 @@ async fn mp4_either_way_and_webm_end_ready_and_play_through_hls_and_dash() {
         .filter(|f| f["kind"] == "rendition")
         .count();
     assert_eq!(renditions, 6, "two renditions a video, each a flow");
-    env.store.rebuild_projections().await.expect("rebuild");
+    env.rebuild_projections().await;
     assert_eq!(
-        env.store.projections_snapshot().await.expect("snapshot"),
+        env.projections_snapshot().await,
         live,
         "encoded videos rebuild from the log exactly"
     );

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reelay_api::auth::{Role, issue_with_role};
-use reelay_shared::{VideoId, VideoStatus, domain::Verification, signing};
+use reelay_shared::{VideoId, VideoStatus, signing, video::Verification};
 use reelay_tests::{
     TestEnv,
     client::Tus,

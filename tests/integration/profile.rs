@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use reelay_api::auth::{Role, issue_with_role};
-use reelay_shared::{
-    UserId, VideoId, VideoStatus,
-    domain::{ProfileEvent, VideoEvent},
-};
+use reelay_shared::{VideoId, VideoStatus};
 use reelay_tests::{TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -178,45 +175,7 @@ async fn a_service_gets_500_users_profile_links_in_one_request() {
     let mut with_profile: Vec<(Uuid, VideoId)> = real.iter().map(|(u, v, _)| (*u, *v)).collect();
     for _ in 0..248 {
         let user = Uuid::new_v4();
-        let video = VideoId::new();
-        env.store
-            .append(video, |_| {
-                Ok((
-                    vec![
-                        VideoEvent::Created {
-                            owner_id: UserId(user),
-                            flow_id: Uuid::now_v7(),
-                            size_bytes: 1,
-                            part_size_bytes: 5 << 20,
-                            object_key: env.storage.original_key(video),
-                            title: None,
-                            filename: None,
-                            filetype: None,
-                            upload_metadata: None,
-                            expires_at: chrono::Utc::now(),
-                            onboarding_position: None,
-                        },
-                        VideoEvent::Uploaded {
-                            sha256: "0".repeat(64),
-                        },
-                    ],
-                    (),
-                ))
-            })
-            .await
-            .expect("seed a video");
-        env.store
-            .append_profile(UserId(user), |_| {
-                Ok((
-                    vec![ProfileEvent::VideoSet {
-                        video_id: video,
-                        previous: None,
-                    }],
-                    (),
-                ))
-            })
-            .await
-            .expect("seed a profile");
+        let video = env.record_profile_video(user).await;
         with_profile.push((user, video));
     }
     let without: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reelay_shared::{UserId, VideoId, VideoStatus, domain::VideoEvent};
+use reelay_shared::{UserId, VideoId, VideoStatus, video::VideoEvent};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes};
 use uuid::Uuid;
 
@@ -57,11 +57,11 @@ async fn rebuilding_projections_from_the_log_gives_exactly_the_live_ones() {
     assert!(removed);
     worker.stop().await;
 
-    let live = env.store.projections_snapshot().await.expect("snapshot");
+    let live = env.projections_snapshot().await;
     assert_eq!(live["videos"].as_array().expect("rows").len(), 4);
-    let replayed = env.store.rebuild_projections().await.expect("rebuild");
+    let replayed = env.rebuild_projections().await;
     assert!(replayed > 10);
-    let rebuilt = env.store.projections_snapshot().await.expect("snapshot");
+    let rebuilt = env.projections_snapshot().await;
     assert_eq!(rebuilt, live);
 }
 
@@ -101,7 +101,7 @@ async fn rebuilding_while_videos_change_neither_deadlocks_nor_loses_an_event() {
     let writers: Vec<_> = writers.collect();
     for _ in 0..5 {
         env.store
-            .rebuild_projections()
+            .rebuild_projections(reelay_shared::PROJECTIONS)
             .await
             .expect("a rebuild during appends succeeds");
     }
@@ -114,12 +114,9 @@ async fn rebuilding_while_videos_change_neither_deadlocks_nor_loses_an_event() {
         assert_eq!(video.version as usize, 1 + EDITS, "every append counted");
         assert_eq!(video.title.as_deref(), Some("edit 29"));
     }
-    let live = env.store.projections_snapshot().await.expect("snapshot");
-    env.store.rebuild_projections().await.expect("rebuild");
-    assert_eq!(
-        env.store.projections_snapshot().await.expect("snapshot"),
-        live
-    );
+    let live = env.projections_snapshot().await;
+    env.rebuild_projections().await;
+    assert_eq!(env.projections_snapshot().await, live);
 }
 
 fn created(owner: UserId) -> VideoEvent {

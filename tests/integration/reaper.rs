@@ -5,7 +5,10 @@ use std::time::Duration;
 use chrono::Utc;
 use object_store::{PutPayload, multipart::MultipartStore, path::Path};
 use redis::AsyncCommands;
-use reelay_shared::{VideoId, VideoStatus, domain::VideoEvent, routing};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    video::{VideoEvent, routing},
+};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
 use uuid::Uuid;
 
@@ -55,7 +58,7 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
     assert!(wait_for_event(&env, id, "segment_staged").await, "staged");
     let session = env
         .store
-        .aggregate(id)
+        .load(id)
         .await
         .expect("aggregate")
         .session
@@ -109,7 +112,7 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
     assert!(part.is_err(), "the multipart upload is gone from Garage");
     assert!(
         env.store
-            .aggregate(id)
+            .load(id)
             .await
             .expect("aggregate")
             .session

@@ -4,79 +4,27 @@ use std::{net::SocketAddr, time::Duration};
 
 use reelay_scheduler::config::SchedulerConfig;
 use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, RedisConfig, S3Config, duration_ms_or, parse_or,
-    var_or,
+    AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
+    millis, secs,
 };
 
-use crate::fflow::FflowConfig;
-
-/// See [`FflowConfig`] for the variables.
-fn fflow_from_env() -> Result<Option<FflowConfig>, ConfigError> {
-    let urls: Vec<String> = var_or("REELAY_FFLOW_URLS", "")
-        .split(',')
-        .map(|u| u.trim().trim_end_matches('/').to_owned())
-        .filter(|u| !u.is_empty())
-        .collect();
-    if urls.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(FflowConfig {
-        urls,
-        route_ttl: Duration::from_secs(parse_or("REELAY_FFLOW_ROUTE_TTL_SECS", 90_000u64)?),
-        encode_concurrency: parse_or("REELAY_ENCODE_CONCURRENCY", 4u16)?.max(1),
-        poll: duration_ms_or("REELAY_ENCODE_POLL_MS", 1_000)?,
-    }))
-}
-
 /// `REELAY_PREFETCH` (default 32): unacked messages per shard consumer;
-/// `REELAY_S3_RETRIES` (default 6) and `REELAY_S3_RETRY_BASE_MS` (default
-/// 200): exponential backoff with jitter for each S3 step before the video
-/// is FAILED; `REELAY_STAGE_IDLE_MS` (default 5000): an upload whose buffer
-/// saw no chunk for this long is staged to S3 so its messages can be acked;
-/// `REELAY_WORKER_HTTP_ADDR` (default unset: no listener): `/healthz` and
-/// `/metrics`; `REELAY_REPLICA` (default `worker`): this replica's name.
-/// `REELAY_MODERATION_WEBHOOK_URL` (default unset: no moderation, videos
-/// stay unverified), `REELAY_MODERATION_SECRET` (required with the URL: the
-/// HMAC-SHA256 key of the signed body), `REELAY_MODERATION_RETRIES`
-/// (default 5) and `REELAY_MODERATION_RETRY_BASE_MS` (default 1000):
-/// backoff while the webhook is down; `REELAY_MODERATION_LINK_TTL_SECS`
-/// (default 3600): life of the link the webhook gets.
-#[derive(Clone, Debug)]
-pub struct ModerationConfig {
-    pub webhook_url: String,
-    pub secret: String,
-    pub retries: usize,
-    pub retry_base: Duration,
-    pub link_ttl: Duration,
-}
-
-impl ModerationConfig {
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let webhook_url = var_or("REELAY_MODERATION_WEBHOOK_URL", "");
-        if webhook_url.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            webhook_url,
-            secret: reelay_shared::config::required("REELAY_MODERATION_SECRET")?,
-            retries: parse_or("REELAY_MODERATION_RETRIES", 5usize)?,
-            retry_base: duration_ms_or("REELAY_MODERATION_RETRY_BASE_MS", 1_000)?,
-            link_ttl: Duration::from_secs(parse_or("REELAY_MODERATION_LINK_TTL_SECS", 3_600u64)?),
-        }))
-    }
-}
-
-/// `REELAY_SCHEDULER` (default false): when true this worker also runs the
-/// scheduler (see `reelay_scheduler::config::SchedulerConfig` for its
-/// settings); several replicas may, one leads.
-#[derive(Clone, Debug)]
+/// `REELAY_STAGE_IDLE_MS` (default 5000): an upload whose buffer saw no
+/// chunk for this long is staged to S3 so its messages can be acked;
+/// `REELAY_WORKER_HTTP_ADDR` (default unset: no listener): `/healthz`,
+/// `/readyz` and `/metrics`; `REELAY_REPLICA` (default `worker`): this
+/// replica's name; `REELAY_SCHEDULER` (default false): when true this
+/// worker also runs the scheduler (see `reelay_scheduler::config` for its
+/// settings); several replicas may, one leads. The S3 retries are
+/// `REELAY_S3_RETRIES` and `REELAY_S3_RETRY_BASE_MS`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {
     pub replica: String,
     pub prefetch: u16,
-    pub s3_retries: usize,
-    pub s3_retry_base: Duration,
+    pub s3_retry: S3RetryConfig,
     pub stage_idle: Duration,
     pub http_addr: Option<SocketAddr>,
+    /// Set when a moderation webhook is configured.
     pub moderation: Option<ModerationConfig>,
     pub scheduler: Option<SchedulerConfig>,
     /// Set when `REELAY_FFLOW_URLS` names fflow replicas.
@@ -89,40 +37,208 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let prefetch = parse_or("REELAY_PREFETCH", 32u16)?;
+        Self::read(&Env::process())
+    }
+
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let prefetch = env.parse_or("REELAY_PREFETCH", 32u16)?;
         if prefetch < 4 {
             return Err(ConfigError::Invalid {
                 name: "REELAY_PREFETCH",
                 reason: "must be at least 4".into(),
             });
         }
-        let http_addr = match var_or("REELAY_WORKER_HTTP_ADDR", "") {
-            a if a.is_empty() => None,
-            a => Some(
+        let http_addr = env
+            .get("REELAY_WORKER_HTTP_ADDR")
+            .map(|a| {
                 a.parse()
                     .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
                         name: "REELAY_WORKER_HTTP_ADDR",
                         reason: e.to_string(),
-                    })?,
-            ),
-        };
+                    })
+            })
+            .transpose()?;
         Ok(Self {
-            replica: var_or("REELAY_REPLICA", "worker"),
+            replica: env.var_or("REELAY_REPLICA", "worker"),
             prefetch,
-            s3_retries: parse_or("REELAY_S3_RETRIES", 6usize)?,
-            s3_retry_base: duration_ms_or("REELAY_S3_RETRY_BASE_MS", 200)?,
-            stage_idle: duration_ms_or("REELAY_STAGE_IDLE_MS", 5_000)?,
+            s3_retry: S3RetryConfig::read(env)?,
+            stage_idle: env.millis_or("REELAY_STAGE_IDLE_MS", 5_000)?,
             http_addr,
-            moderation: ModerationConfig::from_env()?,
-            scheduler: match parse_or("REELAY_SCHEDULER", false)? {
-                true => Some(SchedulerConfig::from_env()?),
+            moderation: ModerationConfig::read(env)?,
+            scheduler: match env.parse_or("REELAY_SCHEDULER", false)? {
+                true => Some(SchedulerConfig::read(env)?),
                 false => None,
             },
-            fflow: fflow_from_env()?,
-            database: DatabaseConfig::from_env()?,
-            redis: RedisConfig::from_env()?,
-            amqp: AmqpConfig::from_env()?,
-            s3: S3Config::from_env()?,
+            fflow: FflowConfig::read(env)?,
+            database: DatabaseConfig::read(env)?,
+            redis: RedisConfig::read(env)?,
+            amqp: AmqpConfig::read(env)?,
+            s3: S3Config::read(env)?,
         })
+    }
+
+    /// The variables `read` takes this from. A worker that runs the
+    /// scheduler also writes the scheduler's (its replica name is the
+    /// worker's).
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            ("REELAY_PREFETCH", self.prefetch.to_string()),
+            ("REELAY_STAGE_IDLE_MS", millis(self.stage_idle)),
+            (
+                "REELAY_WORKER_HTTP_ADDR",
+                self.http_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ),
+            ("REELAY_SCHEDULER", self.scheduler.is_some().to_string()),
+        ];
+        if let Some(scheduler) = &self.scheduler {
+            vars.extend(scheduler.to_env());
+        }
+        vars.extend(ModerationConfig::to_env(self.moderation.as_ref()));
+        vars.extend(FflowConfig::to_env(self.fflow.as_ref()));
+        vars.extend(self.s3_retry.to_env());
+        vars.extend(self.database.to_env());
+        vars.extend(self.redis.to_env());
+        vars.extend(self.amqp.to_env());
+        vars.extend(self.s3.to_env());
+        // Last: the worker's name wins over the scheduler's.
+        vars.push(("REELAY_REPLICA", self.replica.clone()));
+        vars
+    }
+}
+
+/// `REELAY_MODERATION_WEBHOOK_URL` (default unset: no moderation, videos
+/// stay unverified), `REELAY_MODERATION_SECRET` (required with the URL: the
+/// HMAC-SHA256 key of the signed body), `REELAY_MODERATION_RETRIES`
+/// (default 5) and `REELAY_MODERATION_RETRY_BASE_MS` (default 1000):
+/// backoff while the webhook is down; `REELAY_MODERATION_LINK_TTL_SECS`
+/// (default 3600): life of the link the webhook gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModerationConfig {
+    pub webhook_url: String,
+    pub secret: String,
+    pub retries: usize,
+    pub retry_base: Duration,
+    pub link_ttl: Duration,
+}
+
+impl ModerationConfig {
+    pub fn read(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(webhook_url) = env.get("REELAY_MODERATION_WEBHOOK_URL") else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            webhook_url,
+            secret: env.required("REELAY_MODERATION_SECRET")?,
+            retries: env.parse_or("REELAY_MODERATION_RETRIES", 5usize)?,
+            retry_base: env.millis_or("REELAY_MODERATION_RETRY_BASE_MS", 1_000)?,
+            link_ttl: env.secs_or("REELAY_MODERATION_LINK_TTL_SECS", 3_600)?,
+        }))
+    }
+
+    pub fn to_env(config: Option<&Self>) -> Vars {
+        let Some(c) = config else {
+            return vec![("REELAY_MODERATION_WEBHOOK_URL", String::new())];
+        };
+        vec![
+            ("REELAY_MODERATION_WEBHOOK_URL", c.webhook_url.clone()),
+            ("REELAY_MODERATION_SECRET", c.secret.clone()),
+            ("REELAY_MODERATION_RETRIES", c.retries.to_string()),
+            ("REELAY_MODERATION_RETRY_BASE_MS", millis(c.retry_base)),
+            ("REELAY_MODERATION_LINK_TTL_SECS", secs(c.link_ttl)),
+        ]
+    }
+}
+
+/// `REELAY_FFLOW_URLS` (default unset: no forwarding, no encoding): the
+/// replicas, comma-separated, each as the base that starts a session on it;
+/// `REELAY_FFLOW_ROUTE_TTL_SECS` (default 90000): how long a session's route
+/// lives in Redis; `REELAY_ENCODE_CONCURRENCY` (default 4): encode jobs one
+/// worker follows at once; `REELAY_ENCODE_POLL_MS` (default 1000): how often
+/// it learns how far an encode got (each ask is a long poll that answers at
+/// once when the encode ends).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FflowConfig {
+    pub urls: Vec<String>,
+    pub route_ttl: Duration,
+    pub encode_concurrency: u16,
+    pub poll: Duration,
+}
+
+impl FflowConfig {
+    pub fn read(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let urls: Vec<String> = env
+            .var_or("REELAY_FFLOW_URLS", "")
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            urls,
+            route_ttl: env.secs_or("REELAY_FFLOW_ROUTE_TTL_SECS", 90_000)?,
+            encode_concurrency: env.parse_or("REELAY_ENCODE_CONCURRENCY", 4u16)?.max(1),
+            poll: env.millis_or("REELAY_ENCODE_POLL_MS", 1_000)?,
+        }))
+    }
+
+    pub fn to_env(config: Option<&Self>) -> Vars {
+        let Some(c) = config else {
+            return vec![("REELAY_FFLOW_URLS", String::new())];
+        };
+        vec![
+            ("REELAY_FFLOW_URLS", c.urls.join(",")),
+            ("REELAY_FFLOW_ROUTE_TTL_SECS", secs(c.route_ttl)),
+            (
+                "REELAY_ENCODE_CONCURRENCY",
+                c.encode_concurrency.to_string(),
+            ),
+            ("REELAY_ENCODE_POLL_MS", millis(c.poll)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_config_reads_back_what_it_writes() {
+        let env = Env::of([
+            ("REELAY_PREFETCH", "8"),
+            ("REELAY_REPLICA", "w-1"),
+            ("REELAY_WORKER_HTTP_ADDR", "127.0.0.1:9000"),
+            ("REELAY_MODERATION_WEBHOOK_URL", "http://m/"),
+            ("REELAY_MODERATION_SECRET", "k"),
+            ("REELAY_FFLOW_URLS", "http://a:1/, http://b:2"),
+            ("REELAY_SCHEDULER", "true"),
+            ("REELAY_SCHEDULER_LEASE_MS", "30000"),
+        ]);
+        let config = WorkerConfig::read(&env).unwrap();
+        assert_eq!(config.replica, "w-1");
+        assert_eq!(
+            config.fflow.as_ref().unwrap().urls,
+            ["http://a:1", "http://b:2"]
+        );
+        assert!(config.moderation.is_some() && config.scheduler.is_some());
+        let again = WorkerConfig::read(&Env::of(config.to_env())).unwrap();
+        assert_eq!(again, config);
+        assert_eq!(again.scheduler.unwrap().replica, "w-1");
+    }
+
+    #[test]
+    fn a_plain_worker_writes_the_optional_parts_off() {
+        let config = WorkerConfig::read(&Env::of([("REELAY_REPLICA", "w")])).unwrap();
+        assert!(config.moderation.is_none() && config.fflow.is_none());
+        // Unset in a child's environment, even if the parent had them.
+        let vars = config.to_env();
+        for name in ["REELAY_MODERATION_WEBHOOK_URL", "REELAY_FFLOW_URLS"] {
+            assert!(
+                vars.iter().any(|(k, v)| *k == name && v.is_empty()),
+                "{name}"
+            );
+        }
+        assert_eq!(WorkerConfig::read(&Env::of(vars)).unwrap(), config);
     }
 }

@@ -1,9 +1,13 @@
-//! reelay's worker: consumes chunk, delete and verify jobs from RabbitMQ and
-//! builds each original in S3, recording every step as events in
-//! PostgreSQL; with `REELAY_SCHEDULER=true` it also runs the scheduler.
+//! reelay's worker: consumes the jobs of every product from RabbitMQ (the
+//! video product's chunk, delete, verify and encode jobs today), recording
+//! every step as events in PostgreSQL; with `REELAY_SCHEDULER=true` it also
+//! runs the scheduler.
+//!
+//! `consumer` is the one consumer framework (outcomes to acks); `jobs/` has
+//! one folder per product.
 
 pub mod config;
-pub mod fflow;
+pub mod consumer;
 pub mod jobs;
 pub mod startup;
 

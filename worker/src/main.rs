@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
-use reelay_shared::{config::DatabaseConfig, shutdown::shutdown_signal, store::Store, telemetry};
+use reelay_shared::{
+    PROJECTIONS, config::DatabaseConfig, shutdown::shutdown_signal, store::Store, telemetry,
+};
 use reelay_worker::{Worker, config::WorkerConfig};
 
 #[derive(Parser)]
@@ -28,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         Command::RebuildProjections => {
             let store = Store::connect(&DatabaseConfig::from_env()?).await?;
             store.migrate().await?;
-            let replayed = store.rebuild_projections().await?;
+            let replayed = store.rebuild_projections(PROJECTIONS).await?;
             tracing::info!(events = replayed, "projections rebuilt");
             Ok(())
         }

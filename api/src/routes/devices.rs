@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn router() -> Router<AppState> {

@@ -1,23 +1,17 @@
+//! Every route group, each a `router()` merged here: the runtime's
+//! operations endpoints and push devices, and one folder per product.
+
 pub mod devices;
-pub mod links;
-pub mod moderation;
-pub mod onboarding;
 pub mod ops;
-pub mod playback;
-pub mod profile;
-pub mod tus;
-pub mod videos;
+pub mod video;
 
-use reelay_shared::{UserId, VideoId, store::Video};
+use axum::Router;
 
-use crate::{error::ApiError, startup::AppState};
+use crate::state::AppState;
 
-/// The caller's video, or 404 (also for someone else's: its existence is not
-/// revealed).
-pub async fn owned_video(state: &AppState, user: UserId, id: &str) -> Result<Video, ApiError> {
-    let id = VideoId::parse(id).ok_or(ApiError::NotFound)?;
-    match state.store.video(id).await? {
-        Some(video) if video.owner_id == user => Ok(video),
-        _ => Err(ApiError::NotFound),
-    }
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(ops::router())
+        .merge(devices::router())
+        .merge(video::router())
 }

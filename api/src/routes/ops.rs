@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,7 +38,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        json!({ "replica": state.replica, "postgres": postgres, "redis": redis, "broker": broker });
+    let body = json!({ "replica": state.config.replica, "postgres": postgres, "redis": redis, "broker": broker });
     (status, Json(body)).into_response()
 }

@@ -12,7 +12,6 @@ pub mod webhook;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, future::BoxFuture};
-use rand::Rng;
 use reelay_shared::{
     push::{self, Due, Platform},
     store::Store,
@@ -92,12 +91,8 @@ impl RetryRule {
     /// with "equal jitter" (between half and all of it), and never sooner
     /// than the provider asked.
     pub fn backoff(&self, attempts: i32, at_least: Option<Duration>) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempts.clamp(0, 20))
-            .min(self.cap);
-        let jittered = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
-        jittered.max(at_least.unwrap_or_default())
+        let wait = reelay_shared::retry::backoff(self.base, self.cap, attempts.max(0) as u32);
+        wait.max(at_least.unwrap_or_default())
     }
 }
 
@@ -177,6 +172,7 @@ impl Dispatcher {
         Ok(done)
     }
 
+    #[tracing::instrument(skip_all, fields(notification.id = %due.id, video.id = %due.video_id, platform = %due.platform))]
     async fn attempt(&self, due: Due) -> Result<Outcome, sqlx::Error> {
         let pool = self.store.pool();
         let push = Push::of(&due);
@@ -197,26 +193,30 @@ impl Dispatcher {
             Delivery::Sent => {
                 push::mark_sent(pool, due.id).await?;
                 metrics::counter!("reelay_push_sent_total", &labels).increment(1);
-                tracing::debug!(notification.id = %due.id, platform = %due.platform, "push sent");
+                tracing::debug!("push sent");
                 Outcome::Sent
             }
             Delivery::Retry { reason, after } if due.attempts + 1 < self.retry.max_attempts => {
                 let wait = self.retry.backoff(due.attempts, after);
                 push::retry_later(pool, due.id, wait, &reason).await?;
                 metrics::counter!("reelay_push_retries_total", &labels).increment(1);
-                tracing::info!(notification.id = %due.id, platform = %due.platform, reason, retry_in_ms = wait.as_millis() as u64, "push failed; retrying");
+                tracing::info!(
+                    reason,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "push failed; retrying"
+                );
                 Outcome::Retried
             }
             Delivery::Retry { reason, .. } | Delivery::Rejected(reason) => {
                 push::give_up(pool, due.id, &reason).await?;
                 metrics::counter!("reelay_push_failed_total", &labels).increment(1);
-                tracing::warn!(notification.id = %due.id, platform = %due.platform, reason, "push given up");
+                tracing::warn!(reason, "push given up");
                 Outcome::Failed
             }
             Delivery::InvalidToken(reason) => {
                 push::forget_device(pool, due.device_id).await?;
                 metrics::counter!("reelay_push_devices_removed_total", &labels).increment(1);
-                tracing::info!(device.id = %due.device_id, platform = %due.platform, reason, "device token invalid; device removed");
+                tracing::info!(device.id = %due.device_id, reason, "device token invalid; device removed");
                 Outcome::DeviceRemoved
             }
         })

@@ -1,45 +1,32 @@
-//! One file per job: chunk jobs build the original in S3, delete jobs
-//! remove a video's objects, verify jobs ask moderation, encode jobs follow
-//! an fflow encode. `shard` consumes a chunk queue and dispatches.
+//! The jobs of every product, one folder each, and what they all need.
 
-pub mod chunks;
-pub mod delete;
-pub mod encode;
-pub mod shard;
-pub mod verify;
-
-use std::time::Duration;
+pub mod video;
 
 use std::sync::Arc;
 
 use reelay_shared::{mq::Publisher, retry::RetryPolicy, storage::Storage, store::Store};
 
-use crate::{config::ModerationConfig, fflow::Fflow};
+use crate::config::WorkerConfig;
+use video::fflow::Fflow;
 
-/// How a verify or encode job ended; the consumer maps it to an ack or a
-/// dead-letter in one place (`startup::settle`).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Its effect is recorded, or there was nothing to do: ack.
-    Done,
-    /// It can't succeed (the webhook stayed down, no encoder replica took
-    /// it): dead-letter it, with why.
-    GaveUp(String),
-}
-
-/// What every job needs.
+/// What every job needs: the configuration, once, and the handles built
+/// from it.
 pub struct Context {
+    pub config: Arc<WorkerConfig>,
     pub store: Store,
     pub storage: Storage,
-    pub retry: RetryPolicy,
-    pub stage_idle: Duration,
-    pub prefetch: u16,
-    /// Publishes verify jobs once an upload is whole.
+    /// Publishes the jobs that follow others (verify and encode after an
+    /// upload).
     pub publisher: Arc<Publisher>,
-    /// Set when a moderation webhook is configured.
-    pub moderation: Option<ModerationConfig>,
     /// Set when fflow replicas are configured: uploads are forwarded and
     /// encoded.
     pub fflow: Option<Arc<Fflow>>,
     pub http: reqwest::Client,
+}
+
+impl Context {
+    /// Backoff for each S3 step (`REELAY_S3_RETRIES`).
+    pub fn retry(&self) -> RetryPolicy {
+        self.config.s3_retry.policy()
+    }
 }

@@ -1,10 +1,17 @@
-//! Chunk jobs: an upload's bytes, in order, into an S3 multipart upload.
+//! One upload in a worker's memory: its bytes, in order, on their way into
+//! an S3 multipart upload.
 //!
 //! Bytes sit in an in-memory buffer (backed by unacked messages) until a part
 //! is full; the part is uploaded, `PartStored` committed with the SHA-256
 //! midstate, and only then are the messages acked. A buffer that can't wait
 //! (idle, or the prefetch window filling) is staged to an S3 object first.
 //! See docs/architecture.md.
+//!
+//! The chunk consumer (`chunks.rs`) makes one call per thing that happens
+//! (a chunk came, a part upload ended, the buffer must be staged) and gets
+//! back a [`Progress`]: which deliveries are durable now, and whether the
+//! upload is complete. It decides nothing about the upload; this file
+//! decides nothing about acks.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -18,46 +25,18 @@ use object_store::{
     path::Path,
 };
 use reelay_shared::{
-    VideoId,
-    domain::{StagedSegment, StoredPart, VideoEvent},
-    hashing,
-    store::{Aggregate, AppendError},
+    VideoId, hashing,
+    video::{
+        VideoEvent, VideoRejection, VideoState,
+        domain::{StagedSegment, StoredPart},
+    },
 };
 use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+use tracing::Instrument;
 
-use super::Context;
-use crate::fflow::Forwarder;
-
-/// Why a step stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// S3 kept failing past the retries: the video fails, its messages go
-    /// to the dead-letter queue.
-    #[error("S3 {step} failed: {source}")]
-    Storage {
-        step: &'static str,
-        #[source]
-        source: object_store::Error,
-    },
-    /// Postgres failed, or another writer moved the video on: drop what is
-    /// in memory and let redelivery start again from the committed state.
-    #[error(transparent)]
-    State(#[from] AppendError),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error("stored state is unreadable: {0}")]
-    Corrupt(String),
-}
-
-impl From<reelay_shared::storage::StorageError> for StepError {
-    fn from(e: reelay_shared::storage::StorageError) -> Self {
-        Self::Storage {
-            step: e.step,
-            source: e.source,
-        }
-    }
-}
+use super::{StepError, fflow::Forwarder};
+use crate::jobs::Context;
 
 /// What a chunk did to the upload's buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +49,16 @@ pub enum Accepted {
     /// arrive: a redelivery may come out of order, or, if the broker refused
     /// an earlier chunk, the client resends it and these become duplicates.
     Ahead { expected: u64 },
+}
+
+/// What a step did to an upload's deliveries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Deliveries whose bytes are durable now (or were duplicates): ack.
+    pub durable: Vec<u64>,
+    /// The whole original is stored and `Uploaded` committed; `durable`
+    /// then holds every delivery the upload still had.
+    pub complete: bool,
 }
 
 /// Bytes held in memory, as the message bodies they came in (no copies).
@@ -126,7 +115,7 @@ pub struct Upload {
     ahead: BTreeMap<u64, (u64, Bytes)>,
     /// Parts being uploaded, oldest first; committed in this order.
     in_flight: VecDeque<InFlight>,
-    pub last_chunk_at: Instant,
+    last_chunk_at: Instant,
     /// Sends new bytes on to the upload's fflow replica, when it has one.
     pub forwarder: Option<Forwarder>,
 }
@@ -162,8 +151,8 @@ pub enum Loaded {
 }
 
 impl Upload {
-    pub fn load(ctx: &Context, video: VideoId, aggregate: &Aggregate) -> Result<Loaded, StepError> {
-        let (Some(v), Some(session)) = (&aggregate.video, &aggregate.session) else {
+    pub fn load(ctx: &Context, video: VideoId, state: &VideoState) -> Result<Loaded, StepError> {
+        let (Some(v), Some(session)) = (&state.video, &state.session) else {
             return Ok(Loaded::Closed);
         };
         if !v.status.accepts_bytes() {
@@ -189,6 +178,94 @@ impl Upload {
             last_chunk_at: Instant::now(),
             forwarder: None,
         })))
+    }
+
+    /// A chunk at `offset` came with delivery `tag`: keep its new bytes and
+    /// start every part they fill (each part's task reports on `done`).
+    pub async fn take_chunk(
+        &mut self,
+        ctx: &Context,
+        tag: u64,
+        offset: u64,
+        data: Bytes,
+        done: &UnboundedSender<VideoId>,
+    ) -> Result<Progress, StepError> {
+        match self.accept(tag, offset, data) {
+            Accepted::Buffered => {
+                self.start_ready_parts(ctx, done).await?;
+                Ok(self.progress())
+            }
+            Accepted::Duplicate => Ok(Progress {
+                durable: vec![tag],
+                complete: false,
+            }),
+            Accepted::Ahead { expected } => {
+                tracing::info!(
+                    offset_bytes = offset,
+                    expected_bytes = expected,
+                    "chunk ahead of the stream held until the gap fills"
+                );
+                Ok(Progress::default())
+            }
+        }
+    }
+
+    /// A part upload ended: commit what is done, in order, and start the
+    /// parts that were waiting for room.
+    pub async fn part_ended(
+        &mut self,
+        ctx: &Context,
+        done: &UnboundedSender<VideoId>,
+    ) -> Result<Progress, StepError> {
+        self.commit_finished_parts(ctx).await?;
+        self.start_ready_parts(ctx, done).await?;
+        Ok(self.progress())
+    }
+
+    /// Writes the buffer to a staging object so its messages can be acked.
+    pub async fn stage(&mut self, ctx: &Context) -> Result<Progress, StepError> {
+        self.stage_buffer(ctx).await?;
+        Ok(self.progress())
+    }
+
+    /// Whether the buffer can be staged now: it holds bytes, and no part
+    /// upload runs (those ack their messages as they commit).
+    pub fn stageable(&self) -> bool {
+        self.buffer.len > 0 && self.in_flight.is_empty()
+    }
+
+    /// How long since the last chunk came.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_chunk_at.elapsed()
+    }
+
+    /// Every delivery still held, for the caller to ack or dead-letter; the
+    /// upload is to be dropped after.
+    pub fn release(&mut self) -> Vec<u64> {
+        let ahead = std::mem::take(&mut self.ahead);
+        self.pending
+            .drain(..)
+            .map(|(tag, _)| tag)
+            .chain(ahead.into_values().map(|(tag, _)| tag))
+            .collect()
+    }
+
+    /// The deliveries now durable; all of them once the upload is complete.
+    fn progress(&mut self) -> Progress {
+        if self.completed {
+            return Progress {
+                durable: self.release(),
+                complete: true,
+            };
+        }
+        let durable = self.durable;
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(_, end)| *end <= durable);
+        self.pending = keep;
+        Progress {
+            durable: done.into_iter().map(|(tag, _)| tag).collect(),
+            complete: false,
+        }
     }
 
     /// End of the bytes durable or handed to a part upload.
@@ -224,7 +301,7 @@ impl Upload {
 
     /// Takes a chunk at `offset` delivered with `tag`; then any held chunks
     /// it makes contiguous.
-    pub fn accept(&mut self, tag: u64, offset: u64, data: Bytes) -> Accepted {
+    fn accept(&mut self, tag: u64, offset: u64, data: Bytes) -> Accepted {
         self.last_chunk_at = Instant::now();
         let have = self.have();
         if offset > have {
@@ -281,37 +358,14 @@ impl Upload {
     }
 
     /// The upload's size and the end of what is durable.
-    pub fn progress(&self) -> (u64, u64) {
+    pub fn size_and_durable(&self) -> (u64, u64) {
         (self.size, self.durable)
-    }
-
-    /// Deliveries whose bytes are all durable now; they leave `pending`.
-    pub fn ackable(&mut self) -> Vec<u64> {
-        let durable = self.durable;
-        let (done, keep): (Vec<_>, Vec<_>) =
-            self.pending.drain(..).partition(|(_, end)| *end <= durable);
-        self.pending = keep;
-        done.into_iter().map(|(tag, _)| tag).collect()
-    }
-
-    /// Every delivery still held (to ack or dead-letter).
-    pub fn take_pending(&mut self) -> Vec<u64> {
-        let ahead = std::mem::take(&mut self.ahead);
-        self.pending
-            .drain(..)
-            .map(|(tag, _)| tag)
-            .chain(ahead.into_values().map(|(tag, _)| tag))
-            .collect()
-    }
-
-    pub fn is_complete(&self) -> bool {
-        self.completed
     }
 
     /// Starts uploading every part the buffer can fill, up to
     /// [`PARTS_IN_FLIGHT`] at once; each task sends `video` on `done` when it
     /// ends. An empty upload is stored at once.
-    pub async fn start_ready_parts(
+    async fn start_ready_parts(
         &mut self,
         ctx: &Context,
         done: &UnboundedSender<VideoId>,
@@ -333,7 +387,7 @@ impl Upload {
 
     async fn store_empty(&mut self, ctx: &Context) -> Result<(), StepError> {
         let s3 = &ctx.storage.s3;
-        ctx.retry
+        ctx.retry()
             .run("put", || s3.put(&self.key, PutPayload::default()))
             .await
             .map_err(|source| StepError::Storage {
@@ -343,7 +397,7 @@ impl Upload {
         let sha256 = hex::encode(Sha256::digest(b""));
         ctx.store
             .append(self.video, |current| {
-                require_open(current)?;
+                current.open()?;
                 Ok((vec![VideoEvent::Uploaded { sha256 }], ()))
             })
             .await?;
@@ -357,7 +411,7 @@ impl Upload {
         }
         let s3 = &ctx.storage.s3;
         let id = ctx
-            .retry
+            .retry()
             .run("create_multipart", || s3.create_multipart(&self.key))
             .await
             .map_err(|source| StepError::Storage {
@@ -367,7 +421,7 @@ impl Upload {
         let recorded = id.clone();
         ctx.store
             .append(self.video, |current| {
-                require_open(current)?;
+                current.open()?;
                 match current
                     .session
                     .as_ref()
@@ -379,7 +433,7 @@ impl Upload {
                         }],
                         (),
                     )),
-                    Some(other) => Err(format!("multipart upload {other} already started")),
+                    Some(other) => Err(VideoRejection::MultipartStarted(other.to_owned())),
                 }
             })
             .await?;
@@ -403,7 +457,7 @@ impl Upload {
         for segment in &staged {
             let path = Path::from(segment.key.as_str());
             let bytes = ctx
-                .retry
+                .retry()
                 .run("get_staged", || async {
                     ctx.storage.s3.get(&path).await?.bytes().await
                 })
@@ -426,23 +480,26 @@ impl Upload {
         let (s3, key, retry, video, done) = (
             ctx.storage.s3.clone(),
             self.key.clone(),
-            ctx.retry,
+            ctx.retry(),
             self.video,
             done.clone(),
         );
-        let task = tokio::spawn(async move {
-            let started = Instant::now();
-            let put = retry
-                .run("put_part", || {
-                    s3.put_part(&key, &multipart_id, number as usize - 1, payload.clone())
-                })
-                .await
-                .map(|part| part.content_id);
-            metrics::histogram!("reelay_part_upload_seconds")
-                .record(started.elapsed().as_secs_f64());
-            let _ = done.send(video);
-            put
-        });
+        let task = tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let put = retry
+                    .run("put_part", || {
+                        s3.put_part(&key, &multipart_id, number as usize - 1, payload.clone())
+                    })
+                    .await
+                    .map(|part| part.content_id);
+                metrics::histogram!("reelay_part_upload_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let _ = done.send(video);
+                put
+            }
+            .in_current_span(),
+        );
         self.in_flight.push_back(InFlight {
             number,
             end,
@@ -454,7 +511,7 @@ impl Upload {
     }
 
     /// Commits, in order, every part at the front whose upload has ended.
-    pub async fn commit_finished_parts(&mut self, ctx: &Context) -> Result<(), StepError> {
+    async fn commit_finished_parts(&mut self, ctx: &Context) -> Result<(), StepError> {
         while self.in_flight.front().is_some_and(|p| p.task.is_finished()) {
             let part = self.in_flight.pop_front().expect("checked above");
             let put = part
@@ -482,7 +539,7 @@ impl Upload {
             // After a crash between completing and committing, the
             // multipart upload is gone but the object is whole.
             Err(source) if is_last && self.object_is_whole(ctx).await => {
-                tracing::info!(upload.id = %self.video, error = %source, "multipart already completed");
+                tracing::info!(error = %source, "multipart already completed");
                 String::new()
             }
             Err(source) => {
@@ -511,13 +568,16 @@ impl Upload {
         }
         ctx.store
             .append(self.video, |current| {
-                require_open(current)?;
+                current.open()?;
                 let parts = current
                     .session
                     .as_ref()
                     .map_or(0, |s| s.parts.0.len() as u32);
                 if parts + 1 != number {
-                    return Err(format!("part {number} is not next (have {parts})"));
+                    return Err(VideoRejection::PartOutOfOrder {
+                        number,
+                        stored: parts,
+                    });
                 }
                 Ok((events, ()))
             })
@@ -526,7 +586,7 @@ impl Upload {
         self.durable = end;
         self.completed = is_last;
         metrics::counter!("reelay_parts_stored_total").increment(1);
-        tracing::debug!(upload.id = %self.video, part = number, stored_bytes = end, "part stored");
+        tracing::debug!(part = number, stored_bytes = end, "part stored");
         remove_staged(ctx, staged).await;
         Ok(())
     }
@@ -543,7 +603,7 @@ impl Upload {
             .collect();
         let s3 = &ctx.storage.s3;
         let completed = ctx
-            .retry
+            .retry()
             .run("complete_multipart", || {
                 s3.complete_multipart(&self.key, &multipart_id, ids.clone())
             })
@@ -557,8 +617,7 @@ impl Upload {
         }
     }
 
-    /// Writes the buffer to a staging object so its messages can be acked.
-    pub async fn stage(&mut self, ctx: &Context) -> Result<(), StepError> {
+    async fn stage_buffer(&mut self, ctx: &Context) -> Result<(), StepError> {
         if self.buffer.len == 0 || !self.in_flight.is_empty() {
             return Ok(());
         }
@@ -569,7 +628,7 @@ impl Upload {
         let path = Path::from(key.as_str());
         let payload: PutPayload = chunks.iter().cloned().collect();
         let s3 = &ctx.storage.s3;
-        ctx.retry
+        ctx.retry()
             .run("put_staged", || s3.put(&path, payload.clone()))
             .await
             .map_err(|source| StepError::Storage {
@@ -586,15 +645,16 @@ impl Upload {
         };
         ctx.store
             .append(self.video, |current| {
-                require_open(current)?;
+                current.open()?;
                 let durable = current
                     .session
                     .as_ref()
                     .map_or(0, |s| s.durable_bytes as u64);
                 if durable != offset {
-                    return Err(format!(
-                        "staging at {offset} but {durable} bytes are durable"
-                    ));
+                    return Err(VideoRejection::OffsetMoved {
+                        expected: offset,
+                        actual: durable,
+                    });
                 }
                 Ok((vec![event], ()))
             })
@@ -602,20 +662,12 @@ impl Upload {
         self.staged.push(segment);
         self.durable += len;
         metrics::counter!("reelay_segments_staged_total").increment(1);
-        tracing::debug!(upload.id = %self.video, offset_bytes = offset, size_bytes = len, "buffer staged");
+        tracing::debug!(offset_bytes = offset, size_bytes = len, "buffer staged");
         Ok(())
     }
 
     async fn object_is_whole(&self, ctx: &Context) -> bool {
         matches!(ctx.storage.s3.head(&self.key).await, Ok(meta) if meta.size == self.size)
-    }
-}
-
-fn require_open(current: &Aggregate) -> Result<(), String> {
-    match current.video.as_ref().map(|v| v.status) {
-        Some(status) if status.accepts_bytes() => Ok(()),
-        Some(status) => Err(format!("the video is {status:?}")),
-        None => Err("no such video".into()),
     }
 }
 
@@ -690,9 +742,9 @@ mod tests {
         u.accept(1, 0, Bytes::from_static(b"abcdef"));
         u.accept(2, 6, Bytes::from_static(b"ghijkl"));
         u.durable = 8;
-        assert_eq!(u.ackable(), vec![1]);
+        assert_eq!(u.progress().durable, vec![1]);
         u.durable = 12;
-        assert_eq!(u.ackable(), vec![2]);
+        assert_eq!(u.progress().durable, vec![2]);
     }
 
     #[test]

@@ -11,16 +11,16 @@ use axum::{
     routing::post,
 };
 use reelay_shared::{
-    VideoId, VideoStatus,
-    domain::{Moderator, Verification, VideoEvent},
-    signing,
+    VideoId, VideoStatus, signing,
+    video::{Verification, VideoEvent, VideoRejection, domain::Moderator},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiResult},
-    startup::AppState,
+    state::AppState,
+    video::record_video,
 };
 
 pub fn router() -> Router<AppState> {
@@ -66,6 +66,7 @@ async fn callback(
     body: Bytes,
 ) -> ApiResult<Json<Decided>> {
     let secret = state
+        .config
         .moderation_secret
         .as_deref()
         .ok_or(ApiError::Unauthorized(
@@ -105,7 +106,8 @@ async fn decide(
     by: Moderator,
 ) -> ApiResult<Json<Decided>> {
     let id = VideoId::parse(id).ok_or(ApiError::NotFound)?;
-    let decided = state
+    record_video(id);
+    state
         .store
         .append(id, |current| match current.video.as_ref() {
             Some(v) if v.status != VideoStatus::Deleted => Ok((
@@ -114,18 +116,12 @@ async fn decide(
                     reason,
                     by,
                 }],
-                true,
+                (),
             )),
-            _ => Ok((vec![], false)),
+            _ => Err(VideoRejection::NotFound),
         })
-        .await
-        .map_err(|e| {
-            ApiError::Internal(anyhow::Error::new(e).context("recording a moderation decision"))
-        })?;
-    if !decided {
-        return Err(ApiError::NotFound);
-    }
-    tracing::info!(upload.id = %id, verification = ?verification, by = ?by, "moderation decided");
+        .await?;
+    tracing::info!(verification = ?verification, by = ?by, "moderation decided");
     Ok(Json(Decided {
         video_id: id.to_string(),
         verification,

@@ -4,14 +4,17 @@
 
 use axum::{Json, Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
-use reelay_shared::{VideoId, domain::VideoEvent};
+use reelay_shared::{
+    VideoId,
+    video::{VideoEvent, VideoRejection},
+};
 use serde::{Deserialize, Serialize};
 
-use super::links::{linkable, moderation_allows, presign};
 use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiResult},
-    startup::AppState,
+    state::AppState,
+    video::{linkable, moderation_allows, presign_original},
 };
 
 pub fn router() -> Router<AppState> {
@@ -40,7 +43,7 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<Collection>> {
         if !linkable(v.status) || !moderation_allows(&state, Role::Service, v.verification) {
             continue;
         }
-        let link = presign(&state, v.id, state.link_ttl).await?;
+        let link = presign_original(&state, v.id, state.config.link_ttl).await?;
         videos.push(Item {
             video_id: v.id.to_string(),
             position: v.onboarding_position.unwrap_or_default(),
@@ -100,13 +103,10 @@ async fn reorder(
                 match current.video.as_ref().and_then(|v| v.onboarding_position) {
                     Some(p) if p == position => Ok((vec![], ())),
                     Some(_) => Ok((vec![VideoEvent::OnboardingPlaced { position }], ())),
-                    None => Err("not onboarding content".into()),
+                    None => Err(VideoRejection::NotOnboarding),
                 }
             })
-            .await
-            .map_err(|e| {
-                ApiError::Internal(anyhow::Error::new(e).context("reordering onboarding"))
-            })?;
+            .await?;
     }
     Ok(Json(serde_json::json!({ "video_ids": order.video_ids })))
 }

@@ -18,24 +18,15 @@ use bytes::Bytes;
 use redis::{Script, aio::ConnectionManager};
 use reelay_shared::{
     VideoId,
-    fflow::{Encode, Glued, SessionInfo, Source, StartSession},
-    routing,
+    video::{
+        fflow::{Encode, Glued, SessionInfo, Source, StartSession},
+        routing,
+    },
 };
-use tokio::{sync::mpsc, task::JoinHandle};
 
-/// `REELAY_FFLOW_URLS`: the replicas, each as the base that starts a
-/// session on it; `REELAY_FFLOW_ROUTE_TTL_SECS` (default 90000): how long a
-/// session's route lives in Redis; `REELAY_ENCODE_CONCURRENCY` (default 4):
-/// encode jobs one worker follows at once; `REELAY_ENCODE_POLL_MS` (default
-/// 1000): how often it learns how far an encode got (each ask is a long
-/// poll that answers at once when the encode ends).
-#[derive(Clone, Debug)]
-pub struct FflowConfig {
-    pub urls: Vec<String>,
-    pub route_ttl: Duration,
-    pub encode_concurrency: u16,
-    pub poll: Duration,
-}
+pub use crate::config::FflowConfig;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::Instrument;
 
 /// Why a call to a replica did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +95,7 @@ impl Fflow {
         {
             Ok(route) => route,
             Err(e) => {
-                tracing::warn!(upload.id = %video, error = %e, "reading the fflow route failed");
+                tracing::warn!(error = %e, "reading the fflow route failed");
                 None
             }
         }
@@ -117,7 +108,7 @@ impl Fflow {
             .query_async(&mut redis)
             .await;
         if let Err(e) = deleted {
-            tracing::warn!(upload.id = %video, error = %e, "removing the fflow route failed; it expires");
+            tracing::warn!(error = %e, "removing the fflow route failed; it expires");
         }
     }
 
@@ -183,11 +174,11 @@ impl Fflow {
                         // Another worker re-routed first: use theirs, drop ours.
                         self.drop_session(&info.address, video).await;
                     }
-                    tracing::info!(upload.id = %video, fflow = %route, "fflow session routed");
+                    tracing::info!(fflow = %route, "fflow session routed");
                     Some(route)
                 }
                 Err(e) => {
-                    tracing::warn!(upload.id = %video, error = %e, "recording the fflow route failed");
+                    tracing::warn!(error = %e, "recording the fflow route failed");
                     Some(info.address)
                 }
             };
@@ -252,7 +243,7 @@ impl Fflow {
             .send()
             .await;
         if let Err(e) = dropped {
-            tracing::debug!(upload.id = %video, error = %e, "dropping an fflow session failed; it expires there");
+            tracing::debug!(error = %e, "dropping an fflow session failed; it expires there");
         }
     }
 
@@ -315,15 +306,17 @@ impl Forwarder {
         let (queue, mut chunks) = mpsc::channel::<(u64, Bytes)>(FORWARD_QUEUE);
         let broken = Arc::new(AtomicBool::new(false));
         let flag = broken.clone();
-        let task = tokio::spawn(async move {
+        let forward = async move {
             while let Some((offset, bytes)) = chunks.recv().await {
                 if let Err(e) = fflow.glue(&address, video, offset, bytes).await {
-                    tracing::warn!(upload.id = %video, fflow = %address, offset_bytes = offset, error = %e, "forwarding to fflow stopped; the encode will read from S3");
+                    tracing::warn!(fflow = %address, offset_bytes = offset, error = %e, "forwarding to fflow stopped; the encode will read from S3");
                     flag.store(true, Ordering::Relaxed);
                     return;
                 }
             }
-        });
+        };
+        let task =
+            tokio::spawn(forward.instrument(tracing::info_span!("forward", video.id = %video)));
         Self {
             queue,
             broken,

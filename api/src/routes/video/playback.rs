@@ -18,22 +18,22 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, Method, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use object_store::{ObjectStoreExt, path::Path as ObjectPath, signer::Signer};
-use reelay_shared::{VideoId, VideoStatus, domain::Playback};
+use object_store::{ObjectStoreExt, path::Path as ObjectPath};
+use reelay_shared::{VideoId, VideoStatus, video::domain::Playback};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{links::link_ttl, videos::linkable_video};
 use crate::{
     auth::Caller,
     error::{ApiError, ApiResult},
-    startup::AppState,
+    state::AppState,
+    video::{link_ttl, linkable_video, presign, record_video},
 };
 
 pub fn router() -> Router<AppState> {
@@ -80,18 +80,13 @@ async fn playback(
         )));
     };
     let expires_at = Utc::now() + ttl;
-    let token = Token::sign(&state.jwt_secret, video.id, expires_at.timestamp());
+    let token = Token::sign(&state.config.jwt_secret, video.id, expires_at.timestamp());
     let base = format!("{}/v1/playback/{token}", public_base(&state, &headers));
-    let poster = state
-        .storage
-        .s3
-        .signed_url(Method::GET, &ObjectPath::from(stream.poster.as_str()), ttl)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning the poster")))?;
+    let poster = presign(&state, &stream.poster, ttl).await?.url;
     Ok(Json(PlaybackLinks {
         hls: format!("{base}/{}", stream.hls),
         dash: format!("{base}/{}", stream.dash),
-        poster: poster.to_string(),
+        poster,
         duration_ms: stream.duration_ms,
         expires_at,
     }))
@@ -99,7 +94,7 @@ async fn playback(
 
 /// `REELAY_PUBLIC_URL`, or the address the caller reached us at.
 fn public_base(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.public_url {
+    if let Some(url) = &state.config.public_url {
         return url.trim_end_matches('/').to_owned();
     }
     let host = headers
@@ -115,7 +110,9 @@ async fn manifest(
     State(state): State<AppState>,
     Path((token, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let token = Token::verify(&state.jwt_secret, &token).ok_or(ApiError::NoSuch("playback"))?;
+    let token =
+        Token::verify(&state.config.jwt_secret, &token).ok_or(ApiError::NoSuch("playback"))?;
+    record_video(token.video);
     let remaining = (token.expires - Utc::now().timestamp()).max(0) as u64;
     if remaining == 0 {
         return Err(ApiError::NoSuch("playback (the link expired)"));
@@ -130,7 +127,7 @@ async fn manifest(
     let stream = video.playback.ok_or(ApiError::NoSuch("playback"))?.0;
     let ttl = Duration::from_secs(remaining);
     if let StreamFile::Segment = kind {
-        let url = presign(&state, &stream, &file, ttl).await?;
+        let url = presign_stream_file(&state, &stream, &file, ttl).await?;
         let mut response = axum::http::StatusCode::FOUND.into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -207,20 +204,15 @@ impl StreamFile {
 }
 
 /// A presigned GET of a file of the stream folder.
-async fn presign(
+async fn presign_stream_file(
     state: &AppState,
     stream: &Playback,
     file: &str,
     ttl: Duration,
 ) -> ApiResult<String> {
-    let path = ObjectPath::from(format!("{}{file}", stream.prefix));
-    let url = state
-        .storage
-        .s3
-        .signed_url(Method::GET, &path, ttl)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning a segment")))?;
-    Ok(url.to_string())
+    Ok(presign(state, &format!("{}{file}", stream.prefix), ttl)
+        .await?
+        .url)
 }
 
 /// An HLS playlist with every segment (media lines and `URI="…"` of
@@ -233,7 +225,7 @@ async fn hls(state: &AppState, stream: &Playback, text: &str, ttl: Duration) -> 
             )));
         }
         match StreamFile::of(&uri) {
-            Some(StreamFile::Segment) => presign(state, stream, &uri, ttl).await,
+            Some(StreamFile::Segment) => presign_stream_file(state, stream, &uri, ttl).await,
             _ => Ok(uri),
         }
     };

@@ -14,18 +14,23 @@ use axum::{
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
-    domain::{VideoEvent, part_size_for},
-    mq::{JobHeader, JobKind},
-    store::{AppendError, Video},
+    video::{
+        Video, VideoEvent, VideoRejection,
+        domain::part_size_for,
+        jobs::{JobHeader, JobKind},
+    },
 };
 
-use super::owned_video;
 use crate::{
     auth::{AuthUser, Caller, Role},
     error::{ApiError, ApiResult},
-    ingest::{Ingested, ingest},
-    startup::AppState,
-    tus::{self, http_date},
+    state::AppState,
+    video::{
+        delete_video,
+        ingest::{Ingested, ingest},
+        owned_video, publish_job, record_video,
+        tus::{self, http_date},
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -73,7 +78,7 @@ fn capabilities(state: &AppState) -> Response {
     headers.insert("tus-extension", HeaderValue::from_static(tus::EXTENSIONS));
     headers.insert(
         "tus-max-size",
-        HeaderValue::from(state.upload.max_upload_size),
+        HeaderValue::from(state.config.upload.max_upload_size),
     );
     headers.insert(
         "tus-checksum-algorithm",
@@ -119,10 +124,10 @@ async fn create(
     }
     let size = tus::number(&headers, "upload-length")?
         .ok_or_else(|| ApiError::BadRequest("Upload-Length is required".into()))?;
-    if size > state.upload.max_upload_size {
+    let max_size = state.config.upload.max_upload_size;
+    if size > max_size {
         return Err(ApiError::TooLarge(format!(
-            "Upload-Length {size} is over Tus-Max-Size {}",
-            state.upload.max_upload_size
+            "Upload-Length {size} is over Tus-Max-Size {max_size}"
         )));
     }
     let metadata = tus::metadata(&headers)?;
@@ -147,12 +152,13 @@ async fn create(
     };
 
     let id = VideoId::new();
+    record_video(id);
     let expires_at = expiry(&state);
     let created = VideoEvent::Created {
         owner_id: user,
         flow_id: uuid::Uuid::now_v7(),
         size_bytes: size,
-        part_size_bytes: part_size_for(size, state.upload.min_part_size),
+        part_size_bytes: part_size_for(size, state.config.upload.min_part_size),
         object_key: state.storage.original_key(id),
         title: metadata.title,
         filename: metadata.filename,
@@ -165,11 +171,10 @@ async fn create(
         .store
         .append(id, |current| match current.video {
             None => Ok((vec![created], ())),
-            Some(_) => Err("the video already exists".into()),
+            Some(_) => Err(VideoRejection::AlreadyExists),
         })
-        .await
-        .map_err(append_failed)?;
-    tracing::info!(upload.id = %id, size_bytes = size, "upload created");
+        .await?;
+    tracing::info!(size_bytes = size, "upload created");
 
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
@@ -229,7 +234,7 @@ async fn head(
     tus::require_resumable(&headers)?;
     let video = owned_video(&state, user, &id).await?;
     require_alive(&video)?;
-    let aggregate = state.store.aggregate(video.id).await?;
+    let aggregate = state.store.load(video.id).await?;
     let mut out = HeaderMap::new();
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     out.insert("upload-offset", HeaderValue::from(video.received()));
@@ -313,7 +318,7 @@ async fn patch_upload(
     if let Some(error) = ingested.error {
         return Err(error);
     }
-    tracing::info!(upload.id = %video.id, offset_bytes = new_offset, "chunk accepted");
+    tracing::info!(offset_bytes = new_offset, "chunk accepted");
     let mut out = HeaderMap::new();
     out.insert("upload-offset", HeaderValue::from(new_offset));
     if new_offset < video.size() {
@@ -323,7 +328,7 @@ async fn patch_upload(
             Some(at) => Some(at),
             None => state
                 .store
-                .aggregate(video.id)
+                .load(video.id)
                 .await?
                 .session
                 .map(|s| s.expires_at),
@@ -347,37 +352,8 @@ async fn terminate(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Marks the video DELETED (personal metadata leaves the projections) and
-/// enqueues the job that removes its objects. Idempotent: repeated on every
-/// call until it is through, since removing objects twice is harmless.
-pub async fn delete_video(state: &AppState, id: VideoId) -> ApiResult<()> {
-    let owner = state
-        .store
-        .append(id, |current| {
-            match current.video.as_ref().map(|v| (v.status, v.owner_id)) {
-                Some((VideoStatus::Deleted, owner)) => Ok((vec![], owner)),
-                Some((_, owner)) => Ok((vec![VideoEvent::Deleted], owner)),
-                None => Err("no such video".into()),
-            }
-        })
-        .await
-        .map_err(append_failed)?;
-    // A deleted video is nobody's profile video any more.
-    super::profile::clear_if_current(state, owner, id).await?;
-    publish_job(
-        state,
-        JobHeader {
-            video: id,
-            kind: JobKind::Delete,
-        },
-    )
-    .await?;
-    tracing::info!(upload.id = %id, "video deleted");
-    Ok(())
-}
-
 fn expiry(state: &AppState) -> DateTime<Utc> {
-    Utc::now() + state.upload.expiry
+    Utc::now() + state.config.upload.expiry
 }
 
 /// Records the confirmed offset of a PATCH if it moved; returns the offset
@@ -393,15 +369,15 @@ async fn record_received(
         return Ok((start, None));
     }
     let expires_at = expiry(state);
-    state
+    let recorded = state
         .store
         .append(id, |current| {
-            let video = current.video.as_ref().ok_or("no such video")?;
+            let video = current.existing()?;
             if video.received() != start {
-                return Err(format!(
-                    "offset moved from {start} to {} under the lock",
-                    video.received()
-                ));
+                return Err(VideoRejection::OffsetMoved {
+                    expected: start,
+                    actual: video.received(),
+                });
             }
             Ok((
                 vec![VideoEvent::BytesReceived {
@@ -411,26 +387,6 @@ async fn record_received(
                 (confirmed, Some(expires_at)),
             ))
         })
-        .await
-        .map_err(append_failed)
-}
-
-/// Publishes one job and waits for the broker's confirm; 503 if it can't.
-async fn publish_job(state: &AppState, header: JobHeader) -> ApiResult<()> {
-    state
-        .publisher
-        .publish_confirmed(header)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "publishing a job failed");
-            ApiError::Unavailable("the message broker is unavailable; retry later")
-        })
-}
-
-fn append_failed(e: AppendError) -> ApiError {
-    match e {
-        AppendError::Rejected(why) => ApiError::Internal(anyhow::anyhow!("event rejected: {why}")),
-        AppendError::Conflict => ApiError::Locked,
-        AppendError::Database(e) => e.into(),
-    }
+        .await?;
+    Ok(recorded)
 }

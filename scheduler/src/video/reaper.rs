@@ -28,16 +28,16 @@ use object_store::{ObjectStoreExt, path::Path};
 use redis::aio::ConnectionManager;
 use reelay_shared::{
     VideoId, VideoStatus,
-    domain::VideoEvent,
     lock::Locks,
     mq::{self, Topology},
     retry::RetryPolicy,
-    routing,
     storage::Storage,
-    store::{Aggregate, Store},
+    store::Store,
+    video::{VideoEvent, VideoState, routing},
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::lease::Lease;
 
@@ -45,7 +45,7 @@ use crate::lease::Lease;
 const BATCH: i64 = 100;
 
 /// When the reaper acts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReapRules {
     /// A PENDING video with no byte this long after creation fails.
     pub pending_timeout: Duration,
@@ -179,10 +179,15 @@ impl Reaper {
                 if lease.held_for(margin).is_none() {
                     return reaped;
                 }
-                match tokio::time::timeout(margin, self.act(kind, id)).await {
+                let span = tracing::info_span!("reap", video.id = %id, reap.kind = ?kind);
+                let acted =
+                    tokio::time::timeout(margin, self.act(kind, id)).instrument(span.clone());
+                match acted.await {
                     Ok(Ok(step)) => reaped.count(kind, step),
-                    Ok(Err(e)) => failed_step(&mut reaped, id, kind, &e),
-                    Err(_) => failed_step(&mut reaped, id, kind, &anyhow::anyhow!("timed out")),
+                    Ok(Err(e)) => span.in_scope(|| failed_step(&mut reaped, &e)),
+                    Err(_) => {
+                        span.in_scope(|| failed_step(&mut reaped, &anyhow::anyhow!("timed out")))
+                    }
                 }
             }
         }
@@ -281,7 +286,7 @@ impl Reaper {
         &self,
         id: VideoId,
         reason: String,
-        still: impl FnOnce(&Aggregate) -> bool,
+        still: impl FnOnce(&VideoState) -> bool,
     ) -> anyhow::Result<Step> {
         let Some(lock) = self.locks.acquire(id).await? else {
             return Ok(Step::Busy);
@@ -300,7 +305,7 @@ impl Reaper {
         if !failed? {
             return Ok(Step::Nothing);
         }
-        tracing::info!(upload.id = %id, reason, "upload failed by the reaper");
+        tracing::info!(reason, "upload failed by the reaper");
         self.close_session(id).await?;
         Ok(Step::Done)
     }
@@ -308,7 +313,7 @@ impl Reaper {
     /// A FAILED video's unfinished upload: abort the multipart upload, remove
     /// every object and the Redis keys, record `UploadAborted`.
     async fn close_session(&self, id: VideoId) -> anyhow::Result<Step> {
-        let aggregate = self.store.aggregate(id).await?;
+        let aggregate = self.store.load(id).await?;
         let (Some(video), Some(session)) = (&aggregate.video, &aggregate.session) else {
             return Ok(Step::Nothing);
         };
@@ -335,7 +340,7 @@ impl Reaper {
 
     /// A DELETED video whose objects outlived its delete job.
     async fn sweep_deleted(&self, id: VideoId) -> anyhow::Result<Step> {
-        let aggregate = self.store.aggregate(id).await?;
+        let aggregate = self.store.load(id).await?;
         if aggregate.video.as_ref().map(|v| v.status) != Some(VideoStatus::Deleted) {
             return Ok(Step::Nothing);
         }
@@ -354,7 +359,7 @@ impl Reaper {
             })
             .await?;
         if removed {
-            tracing::info!(upload.id = %id, "leftover objects of a deleted video swept");
+            tracing::info!("leftover objects of a deleted video swept");
         }
         Ok(if removed { Step::Done } else { Step::Nothing })
     }
@@ -377,7 +382,7 @@ impl Reaper {
                 .send()
                 .await;
             if let Err(e) = dropped {
-                tracing::info!(upload.id = %id, fflow = %address, error = %e, "fflow replica unreachable; it drops the idle session by itself");
+                tracing::info!(fflow = %address, error = %e, "fflow replica unreachable; it drops the idle session by itself");
             }
         }
         let keys = [route_key, self.locks.key(id)];
@@ -424,7 +429,10 @@ impl Reaper {
                     })
                     .await?;
                 if uploaded {
-                    tracing::warn!(upload.id = %id, size_bytes = size, "stalled upload was whole in S3; recorded as uploaded");
+                    tracing::warn!(
+                        size_bytes = size,
+                        "stalled upload was whole in S3; recorded as uploaded"
+                    );
                     return Ok(Step::Done);
                 }
                 return Ok(Step::Nothing);
@@ -436,7 +444,10 @@ impl Reaper {
         // behind (or all down), not that bytes were lost.
         let queued = self.ready_in_shard(id).await?;
         if queued > 0 {
-            tracing::info!(upload.id = %id, queued_messages = queued, "stalled upload has chunks queued; waiting for workers");
+            tracing::info!(
+                queued_messages = queued,
+                "stalled upload has chunks queued; waiting for workers"
+            );
             return Ok(Step::Waiting);
         }
         let rewound = self
@@ -458,7 +469,11 @@ impl Reaper {
             .await?;
         match rewound {
             Some((from, to)) => {
-                tracing::warn!(upload.id = %id, from_bytes = from, to_bytes = to, "confirmed bytes never reached S3; the client resumes from what is stored");
+                tracing::warn!(
+                    from_bytes = from,
+                    to_bytes = to,
+                    "confirmed bytes never reached S3; the client resumes from what is stored"
+                );
                 Ok(Step::Rewound)
             }
             None => Ok(Step::Nothing),
@@ -503,7 +518,10 @@ impl Reaper {
     }
 }
 
-fn failed_step(reaped: &mut Reaped, id: VideoId, kind: Kind, e: &anyhow::Error) {
+fn failed_step(reaped: &mut Reaped, e: &anyhow::Error) {
     reaped.errors += 1;
-    tracing::warn!(upload.id = %id, ?kind, error = format!("{e:#}"), "reaper step failed; retried next pass");
+    tracing::warn!(
+        error = format!("{e:#}"),
+        "reaper step failed; retried next pass"
+    );
 }

@@ -13,15 +13,12 @@ use lapin::{Channel, Confirmation, PublisherConfirm};
 use reelay_shared::{
     VideoId,
     lock::LockGuard,
-    mq::{JobHeader, JobKind},
+    video::jobs::{JobHeader, JobKind},
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::{
-    error::ApiError,
-    startup::AppState,
-    tus::{Checksum, ChecksumHasher},
-};
+use super::tus::{Checksum, ChecksumHasher};
+use crate::{error::ApiError, state::AppState};
 
 /// Chunks published but not yet confirmed, per PATCH.
 const MAX_IN_FLIGHT: usize = 2;
@@ -92,7 +89,7 @@ impl<'a> Chunker<'a> {
             state,
             channel,
             video,
-            buffer: BytesMut::with_capacity(state.upload.chunk_size),
+            buffer: BytesMut::with_capacity(state.config.upload.chunk_size),
             offset: start,
             confirmed: start,
             in_flight: VecDeque::new(),
@@ -100,7 +97,7 @@ impl<'a> Chunker<'a> {
     }
 
     async fn push(&mut self, mut bytes: Bytes) -> Result<(), ApiError> {
-        let chunk_size = self.state.upload.chunk_size;
+        let chunk_size = self.state.config.upload.chunk_size;
         while !bytes.is_empty() {
             if self.buffer.is_empty() && bytes.len() >= chunk_size {
                 let chunk = bytes.split_to(chunk_size);
@@ -130,7 +127,7 @@ impl<'a> Chunker<'a> {
         let confirm = self
             .state
             .publisher
-            .publish(&self.channel, header, chunk)
+            .publish_job(&self.channel, header, chunk)
             .await
             .map_err(|e| self.broker_failed(e))?;
         self.offset += chunk.len() as u64;
@@ -205,7 +202,7 @@ async fn next_frame(
     size: u64,
 ) -> Result<Option<Bytes>, ApiError> {
     let bytes =
-        match tokio::time::timeout(state.lock_config.patch_idle_timeout, stream.next()).await {
+        match tokio::time::timeout(state.config.lock.patch_idle_timeout, stream.next()).await {
             Err(_) => {
                 return Err(ApiError::BadRequest(
                     "the request body stalled; resume from HEAD's offset".into(),
@@ -275,7 +272,7 @@ async fn spool_and_verify(
     }
     file.flush().await.map_err(io)?;
     file.rewind().await.map_err(io)?;
-    let chunk_size = state.upload.chunk_size;
+    let chunk_size = state.config.upload.chunk_size;
     loop {
         let mut chunk = BytesMut::zeroed(chunk_size);
         let mut filled = 0;

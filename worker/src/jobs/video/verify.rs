@@ -1,24 +1,24 @@
 //! Verify jobs: send an uploaded video to the moderation webhook and record
 //! the decision if its answer carries one. The body is JSON with the video
 //! id and a presigned link, signed with HMAC-SHA256 (`x-reelay-signature`).
-//! While the webhook is down the job retries with backoff; past the retries
-//! it goes to the dead-letter queue and the video stays pending_review.
+//! While the webhook is down the job goes back to its queue and comes again
+//! after a backoff; past the retries it goes to the dead-letter queue and
+//! the video stays pending_review.
 
 use std::time::Duration;
 
 use object_store::signer::Signer;
 use reelay_shared::{
     VideoId, VideoStatus,
-    domain::{Moderator, Verification, VideoEvent},
+    retry::RetryPolicy,
     signing,
+    video::{Verification, VideoEvent, domain::Moderator},
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Context, Outcome, chunks::StepError};
-use reelay_shared::retry::RetryPolicy;
-
-use crate::config::ModerationConfig;
+use super::StepError;
+use crate::{config::ModerationConfig, consumer::Outcome, jobs::Context};
 
 /// What the webhook may answer.
 #[derive(Deserialize)]
@@ -27,13 +27,15 @@ struct Answer {
     reason: Option<String>,
 }
 
+/// One try at the webhook; `attempt` is how many tries came before.
 pub async fn review(
     ctx: &Context,
     moderation: &ModerationConfig,
     video: VideoId,
+    attempt: u32,
 ) -> Result<Outcome, StepError> {
-    let aggregate = ctx.store.aggregate(video).await?;
-    let Some(v) = aggregate.video else {
+    let state = ctx.store.load(video).await?;
+    let Some(v) = state.video else {
         return Ok(Outcome::Done);
     };
     let reviewable = matches!(
@@ -69,31 +71,35 @@ pub async fn review(
     let body = serde_json::to_vec(&json!({ "video_id": video, "url": url.as_str() }))
         .expect("JSON of strings");
     let signature = signing::sign(&moderation.secret, &body);
-    let policy = RetryPolicy {
-        attempts: moderation.retries,
-        base: moderation.retry_base,
-    };
-    let sent = policy
-        .run("moderation_webhook", || async {
-            let response = ctx
-                .http
-                .post(&moderation.webhook_url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(signing::SIGNATURE_HEADER, &signature)
-                .timeout(Duration::from_secs(30))
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| format!("unreachable: {e}"))?;
-            let status = response.status();
-            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                return Err(format!("answered {status}"));
-            }
-            Ok(response)
-        })
-        .await;
+    let sent = async {
+        let response = ctx
+            .http
+            .post(&moderation.webhook_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signing::SIGNATURE_HEADER, &signature)
+            .timeout(Duration::from_secs(30))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(format!("answered {status}"));
+        }
+        Ok(response)
+    }
+    .await;
     let response = match sent {
         Ok(response) => response,
+        Err(why) if attempt < moderation.retries as u32 => {
+            let policy = RetryPolicy {
+                attempts: moderation.retries,
+                base: moderation.retry_base,
+            };
+            let after = policy.delay(attempt);
+            tracing::warn!(error = %why, attempt, retry_in_ms = after.as_millis() as u64, "moderation webhook failed; retrying");
+            return Ok(Outcome::RetryLater(after));
+        }
         Err(why) => return Ok(Outcome::GaveUp(format!("moderation webhook {why}"))),
     };
     if !response.status().is_success() {
@@ -123,6 +129,6 @@ pub async fn review(
             _ => Ok((vec![], ())),
         })
         .await?;
-    tracing::info!(upload.id = %video, verification = ?decision, "moderation decided");
+    tracing::info!(verification = ?decision, "moderation decided");
     Ok(Outcome::Done)
 }

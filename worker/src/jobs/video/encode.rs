@@ -14,13 +14,19 @@ use std::time::Duration;
 
 use reelay_shared::{
     VideoId, VideoStatus,
-    domain::{Playback, VideoEvent},
-    fflow::{EncodeState, Encoded, Source},
     retry::RetryPolicy,
+    video::{
+        VideoEvent,
+        domain::Playback,
+        fflow::{EncodeState, Encoded, Source},
+    },
 };
 
-use super::{Context, Outcome, chunks::StepError};
-use crate::fflow::{CallError, Fflow};
+use super::{
+    StepError,
+    fflow::{CallError, Fflow},
+};
+use crate::{consumer::Outcome, jobs::Context};
 
 /// Replicas one job tries before it gives up.
 const MAX_REPLICAS: usize = 3;
@@ -65,13 +71,13 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Outcome
         match asked {
             Ok(_) => {}
             Err(CallError::Incomplete) => {
-                tracing::info!(upload.id = %video, fflow = %current, "the replica's copy is incomplete; it reads the original from S3");
+                tracing::info!(fflow = %current, "the replica's copy is incomplete; it reads the original from S3");
                 source = Source::S3;
                 address = Some(current);
                 continue;
             }
             Err(e) => {
-                tracing::warn!(upload.id = %video, fflow = %current, error = %e, "the routed replica can't encode; moving to another");
+                tracing::warn!(fflow = %current, error = %e, "the routed replica can't encode; moving to another");
                 address = start_anywhere(fflow, video, size, Some(&current)).await;
                 source = Source::S3;
                 continue;
@@ -81,7 +87,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Outcome
         match follow(ctx, fflow, video, &current, source).await? {
             Followed::Finished => return Ok(Outcome::Done),
             Followed::Lost => {
-                tracing::warn!(upload.id = %video, fflow = %current, "the replica went away mid-encode; moving to another");
+                tracing::warn!(fflow = %current, "the replica went away mid-encode; moving to another");
                 address = start_anywhere(fflow, video, size, Some(&current)).await;
                 source = Source::S3;
             }
@@ -143,7 +149,7 @@ async fn follow(
             }
             Err(e) => {
                 misses += 1;
-                tracing::debug!(upload.id = %video, fflow = %address, error = %e, "encode status unavailable");
+                tracing::debug!(fflow = %address, error = %e, "encode status unavailable");
                 if misses >= LOST_AFTER {
                     return Ok(Followed::Lost);
                 }
@@ -155,7 +161,7 @@ async fn follow(
             // A replica that restarted took the session back idle: ask again.
             EncodeState::Idle => {
                 if let Err(e) = fflow.encode(address, video, source).await {
-                    tracing::warn!(upload.id = %video, error = %e, "asking again to encode failed");
+                    tracing::warn!(error = %e, "asking again to encode failed");
                     return Ok(Followed::Lost);
                 }
             }
@@ -174,7 +180,7 @@ async fn follow(
                 return Ok(Followed::Finished);
             }
             EncodeState::Failed { reason } => {
-                tracing::warn!(upload.id = %video, reason, "encode failed");
+                tracing::warn!(reason, "encode failed");
                 fail(ctx, video, reason).await?;
                 fflow.drop_session(address, video).await;
                 fflow.forget_route(video).await;
@@ -260,12 +266,12 @@ async fn encoded(ctx: &Context, video: VideoId, result: Encoded) -> Result<(), S
         .await?;
     match status {
         Some(VideoStatus::Encoding) => {
-            tracing::info!(upload.id = %video, "video ready");
+            tracing::info!("video ready");
         }
         // Deleted while encoding: the delete job may have run before the
         // renditions landed, so remove them too.
         Some(VideoStatus::Deleted) => {
-            ctx.storage.remove_video(video, None, &ctx.retry).await?;
+            ctx.storage.remove_video(video, None, &ctx.retry()).await?;
         }
         _ => {}
     }

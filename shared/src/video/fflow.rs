@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Rendition, VideoId};
+use super::domain::{Rendition, VideoId};
 
 /// `POST {base}/sessions`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

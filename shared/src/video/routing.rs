@@ -1,6 +1,6 @@
 //! Redis keys that name where an upload session lives outside PostgreSQL.
 
-use crate::domain::VideoId;
+use super::domain::VideoId;
 
 /// The key holding the address of the fflow replica that has `video`'s
 /// encode session (set by workers, removed when the session ends or is

@@ -10,19 +10,18 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
-    domain::{Verification, VideoEvent},
-    store::{AppendError, RecordedEvent, Video},
+    store::RecordedEvent,
+    video::{Verification, Video, VideoEvent},
 };
 use serde::{Deserialize, Serialize};
 
-use super::{
-    links::{Link, link_ttl, linkable, presign},
-    owned_video,
-};
 use crate::{
-    auth::{AuthUser, Caller, Role},
+    auth::{AuthUser, Caller},
     error::{ApiError, ApiResult},
-    startup::AppState,
+    state::AppState,
+    video::{
+        Link, delete_video, link_ttl, linkable, linkable_video, owned_video, presign_original,
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -199,7 +198,7 @@ async fn update(
     state
         .store
         .append(video.id, |current| {
-            let v = current.video.as_ref().ok_or("no such video")?;
+            let v = current.existing()?;
             let title = change.title.clone().unwrap_or_else(|| v.title.clone());
             let description = change
                 .description
@@ -210,12 +209,7 @@ async fn update(
             }
             Ok((vec![VideoEvent::DetailsUpdated { title, description }], ()))
         })
-        .await
-        .map_err(|e| match e {
-            AppendError::Conflict => ApiError::Locked,
-            AppendError::Database(e) => e.into(),
-            AppendError::Rejected(why) => ApiError::Internal(anyhow::anyhow!(why)),
-        })?;
+        .await?;
     Ok(Json(
         state
             .store
@@ -234,7 +228,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<(axum::http::StatusCode, Json<VideoView>)> {
     let video = owned_video(&state, user, &id).await?;
-    super::tus::delete_video(&state, video.id).await?;
+    delete_video(&state, video.id).await?;
     let video = state
         .store
         .video(video.id)
@@ -268,29 +262,7 @@ async fn link(
             video.status
         )));
     }
-    Ok(Json(presign(&state, video.id, ttl).await?))
-}
-
-/// A video the caller may have links to: their own, or any (also a
-/// rejected one) for an admin; 404 for a deleted one; services get theirs
-/// through `POST /v1/links`.
-pub async fn linkable_video(state: &AppState, caller: Caller, id: &str) -> ApiResult<Video> {
-    let video = match caller.role {
-        Role::Admin => {
-            let id = VideoId::parse(id).ok_or(ApiError::NotFound)?;
-            state.store.video(id).await?.ok_or(ApiError::NotFound)?
-        }
-        Role::User => owned_video(state, caller.user, id).await?,
-        Role::Service => {
-            return Err(ApiError::Forbidden(
-                "services get links through POST /v1/links",
-            ));
-        }
-    };
-    if video.status == VideoStatus::Deleted {
-        return Err(ApiError::NotFound);
-    }
-    Ok(video)
+    Ok(Json(presign_original(&state, video.id, ttl).await?))
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,25 @@
+//! The video product's routes: tus uploads, videos, profile videos, links,
+//! moderation, onboarding and playback.
+
+pub mod links;
+pub mod moderation;
+pub mod onboarding;
+pub mod playback;
+pub mod profile;
+pub mod tus;
+pub mod videos;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(tus::router())
+        .merge(videos::router())
+        .merge(profile::router())
+        .merge(links::router())
+        .merge(moderation::router())
+        .merge(onboarding::router())
+        .merge(playback::router())
+}

@@ -1,0 +1,27 @@
+//! What every request handler shares: the configuration, once, and the
+//! handles built from it.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use reelay_shared::{lock::Locks, mq::Publisher, storage::Storage, store::Store};
+
+use crate::{auth::Verifier, config::ApiConfig};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ApiConfig>,
+    pub store: Store,
+    /// Publishes jobs with confirms.
+    pub publisher: Arc<Publisher>,
+    /// The per-upload PATCH locks in Redis.
+    pub locks: Locks,
+    pub redis: ConnectionManager,
+    /// Checks bearer tokens.
+    pub verifier: Verifier,
+    /// Names object keys and presigns temporary links (local computation:
+    /// the api never sends object bytes to S3).
+    pub storage: Storage,
+    pub metrics: PrometheusHandle,
+}

@@ -1,0 +1,3 @@
+//! The scheduler's work for the video product: the reaper.
+
+pub mod reaper;

@@ -1,0 +1,357 @@
+//! The consumer of one chunk shard: an upload's chunk jobs, then its delete
+//! job, in order. Each upload with bytes in memory has an [`Upload`]; every
+//! event (a chunk, a part upload ending, a buffer that must be staged) is
+//! one call into it, and the [`Progress`] it returns is settled here, through
+//! the consumer framework: durable deliveries acked, a failed upload's
+//! dead-lettered, anything untrustworthy a restart from committed state.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::{Channel, message::Delivery};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    store::AppendError,
+    video::{
+        Verification, VideoEvent,
+        jobs::{JobHeader, JobKind},
+    },
+};
+use tokio::sync::{
+    mpsc::{self, UnboundedReceiver, UnboundedSender},
+    watch,
+};
+use tracing::Instrument;
+
+use super::{
+    StepError, delete, job_span,
+    upload::{Loaded, Progress, Upload},
+};
+use crate::{
+    consumer::{Acker, Outcome, delivered, stopped, subscribe},
+    jobs::Context,
+};
+
+/// How long a finished upload waits for its last chunks to reach fflow.
+const FORWARD_DRAIN: Duration = Duration::from_secs(5);
+/// How often idle buffers are looked for.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+/// Consumes `queue` until shutdown; an error means the consumer must start
+/// over (its channel closes, returning every unacked message in order).
+pub async fn consume(
+    ctx: &Context,
+    channel: Channel,
+    queue: String,
+    consumer_tag: String,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut deliveries = subscribe(&channel, &queue, &consumer_tag, ctx.config.prefetch).await?;
+    let (mut shard, mut parts_ended) = Shard::new(ctx, Acker::new(channel));
+    let mut tick = tokio::time::interval(IDLE_TICK);
+    let failed = |e: anyhow::Error| e.context(format!("consumer of {queue}"));
+    loop {
+        tokio::select! {
+            () = stopped(stop.clone()) => return Ok(()),
+            delivery = deliveries.next() => {
+                shard.handle(delivered(delivery, &queue)?).await.map_err(failed)?;
+            }
+            Some(video) = parts_ended.recv() => {
+                shard.part_ended(video).instrument(job_span(video, "chunk")).await.map_err(failed)?;
+            }
+            _ = tick.tick() => shard.stage_idle().await.map_err(failed)?,
+        }
+    }
+}
+
+struct Shard<'a> {
+    ctx: &'a Context,
+    acker: Acker,
+    uploads: HashMap<VideoId, Box<Upload>>,
+    /// Part upload tasks report here when they end; see [`Shard::part_ended`].
+    parts_ended: UnboundedSender<VideoId>,
+}
+
+impl<'a> Shard<'a> {
+    /// The shard and the receiver its part uploads report on.
+    fn new(ctx: &'a Context, acker: Acker) -> (Self, UnboundedReceiver<VideoId>) {
+        let (parts_ended, reports) = mpsc::unbounded_channel();
+        let shard = Self {
+            ctx,
+            acker,
+            uploads: HashMap::new(),
+            parts_ended,
+        };
+        (shard, reports)
+    }
+
+    async fn handle(&mut self, delivery: Delivery) -> anyhow::Result<()> {
+        let tag = delivery.delivery_tag;
+        let Some(header) = JobHeader::parse(&delivery.properties) else {
+            tracing::error!(delivery.tag = tag, "a message without a video job header");
+            return self.give_up(vec![tag], "unrecognised message").await;
+        };
+        let span = super::span_of(&header);
+        match header.kind {
+            JobKind::Chunk { offset } => {
+                self.chunk(tag, header.video, offset, Bytes::from(delivery.data))
+                    .instrument(span)
+                    .await
+            }
+            JobKind::Delete => self.delete(tag, header.video).instrument(span).await,
+            JobKind::Verify | JobKind::Encode => {
+                self.give_up(vec![tag], "a verify or encode job on a chunk queue")
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+
+    async fn chunk(
+        &mut self,
+        tag: u64,
+        video: VideoId,
+        offset: u64,
+        data: Bytes,
+    ) -> anyhow::Result<()> {
+        if !self.uploads.contains_key(&video) && !self.load(video, tag).await? {
+            return Ok(());
+        }
+        let upload = self.uploads.get_mut(&video).expect("loaded above");
+        let step = upload
+            .take_chunk(self.ctx, tag, offset, data, &self.parts_ended)
+            .await;
+        self.settle(video, step).await?;
+        self.relieve_pressure().await
+    }
+
+    /// Brings `video`'s upload into memory for its chunk `tag`; false when
+    /// the chunk was settled instead (the upload is closed, or its stored
+    /// state unreadable).
+    async fn load(&mut self, video: VideoId, tag: u64) -> anyhow::Result<bool> {
+        let state = self.ctx.store.load(video).await?;
+        match Upload::load(self.ctx, video, &state) {
+            Ok(Loaded::Active(mut upload)) => {
+                if let Some(fflow) = &self.ctx.fflow {
+                    let (size, durable) = upload.size_and_durable();
+                    upload.forwarder = fflow.forwarder(video, size, durable).await;
+                }
+                self.uploads.insert(video, upload);
+                Ok(true)
+            }
+            Ok(Loaded::Closed) => {
+                // A worker that died between committing Uploaded and
+                // publishing the follow-up jobs left this chunk unacked.
+                if let Some(v) = &state.video
+                    && v.status == VideoStatus::Uploaded
+                {
+                    self.after_upload(video, v.verification == Verification::Unverified)
+                        .await?;
+                }
+                tracing::debug!("chunk for a closed upload dropped");
+                self.acker.settle([tag], &Outcome::Done).await?;
+                Ok(false)
+            }
+            // Unreadable stored state fails the video; this chunk goes to
+            // the dead-letter queue with it.
+            Err(e) => {
+                self.settle(video, Err(e)).await?;
+                self.give_up(vec![tag], "the upload's stored state is unreadable")
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A part upload of `video` ended.
+    async fn part_ended(&mut self, video: VideoId) -> anyhow::Result<()> {
+        let Some(upload) = self.uploads.get_mut(&video) else {
+            return Ok(());
+        };
+        let step = upload.part_ended(self.ctx, &self.parts_ended).await;
+        self.settle(video, step).await
+    }
+
+    /// Settles what a step of `video`'s upload did: acks what became
+    /// durable; once complete, publishes what follows and lets the upload
+    /// go; on failure, fails the video and dead-letters its deliveries, or
+    /// starts over when the failure says nothing about the upload.
+    async fn settle(
+        &mut self,
+        video: VideoId,
+        step: Result<Progress, StepError>,
+    ) -> anyhow::Result<()> {
+        let error = match step {
+            Ok(Progress {
+                durable,
+                complete: false,
+            }) => return Ok(self.acker.settle(durable, &Outcome::Done).await?),
+            Ok(Progress {
+                durable,
+                complete: true,
+            }) => {
+                tracing::info!("upload stored");
+                let forwarder = self
+                    .uploads
+                    .remove(&video)
+                    .and_then(|mut u| u.forwarder.take());
+                // The encode reads the replica's copy if it is whole.
+                if let Some(forwarder) = forwarder {
+                    forwarder.finish(FORWARD_DRAIN).await;
+                }
+                // Before the last acks: if this fails, redelivery of those
+                // chunks publishes the jobs again.
+                self.after_upload(video, true).await?;
+                return Ok(self.acker.settle(durable, &Outcome::Done).await?);
+            }
+            Err(e) => e,
+        };
+        // The video was closed meanwhile (deleted, or failed and its
+        // multipart upload aborted by the reaper): S3 refusing its parts is
+        // expected, and its bytes are not wanted any more.
+        let maybe_closed = matches!(
+            error,
+            StepError::Storage { .. } | StepError::State(AppendError::Rejected(_))
+        );
+        if maybe_closed && self.is_closed(video).await? {
+            tracing::info!(reason = %error, "upload closed while storing; dropping its chunks");
+            let held = self.release(video);
+            return Ok(self.acker.settle(held, &Outcome::Done).await?);
+        }
+        match error {
+            StepError::Storage { .. } | StepError::Corrupt(_) => {
+                let reason = error.to_string();
+                tracing::error!(reason = %reason, "upload failed");
+                self.ctx
+                    .store
+                    .append(video, |current| match &current.video {
+                        Some(v) if !v.status.is_gone() => Ok((
+                            vec![VideoEvent::Failed {
+                                reason: reason.clone(),
+                            }],
+                            (),
+                        )),
+                        _ => Ok((vec![], ())),
+                    })
+                    .await
+                    .context("recording the failure")?;
+                let held = self.release(video);
+                self.give_up(held, &reason).await
+            }
+            // Postgres trouble, or another writer moved the video on. Nacking
+            // just this upload's messages would let its later chunks overtake
+            // them; closing the channel returns everything unacked in order.
+            other => Err(anyhow::Error::new(other).context(format!("upload {video}"))),
+        }
+    }
+
+    async fn delete(&mut self, tag: u64, video: VideoId) -> anyhow::Result<()> {
+        // Chunks before the delete no longer matter.
+        let held = self.release(video);
+        self.acker.settle(held, &Outcome::Done).await?;
+        let outcome = match delete::remove_objects(self.ctx, video).await {
+            Ok(()) => Outcome::Done,
+            Err(StepError::Storage { step, source }) => {
+                Outcome::GaveUp(format!("deleting objects failed at S3 {step}: {source}"))
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting {video}"))),
+        };
+        Ok(self.acker.settle([tag], &outcome).await?)
+    }
+
+    /// Drops `video`'s upload from memory; the deliveries it held.
+    fn release(&mut self, video: VideoId) -> Vec<u64> {
+        self.uploads
+            .remove(&video)
+            .map(|mut u| u.release())
+            .unwrap_or_default()
+    }
+
+    async fn give_up(&self, tags: Vec<u64>, why: &str) -> anyhow::Result<()> {
+        Ok(self
+            .acker
+            .settle(tags, &Outcome::GaveUp(why.to_owned()))
+            .await?)
+    }
+
+    /// The jobs that follow a finished upload: a verify job (when
+    /// moderation is configured and `review` holds) and an encode job (when
+    /// fflow is). Both are idempotent, so publishing twice is harmless.
+    async fn after_upload(&self, video: VideoId, review: bool) -> anyhow::Result<()> {
+        let mut kinds = Vec::new();
+        if review && self.ctx.config.moderation.is_some() {
+            kinds.push(JobKind::Verify);
+        }
+        if self.ctx.fflow.is_some() {
+            kinds.push(JobKind::Encode);
+        }
+        for kind in kinds {
+            self.ctx
+                .publisher
+                .publish_job_confirmed(JobHeader { video, kind })
+                .await
+                .with_context(|| format!("publishing the {} job", kind.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the video takes no more bytes (deleted, failed, finished).
+    async fn is_closed(&self, video: VideoId) -> anyhow::Result<bool> {
+        let state = self.ctx.store.load(video).await?;
+        Ok(!state.video.is_some_and(|v| v.status.accepts_bytes()))
+    }
+
+    /// Unacked messages held in memory across uploads.
+    fn unacked(&self) -> usize {
+        self.uploads.values().map(|u| u.pending()).sum()
+    }
+
+    /// Near the prefetch window, no new message arrives until some are
+    /// acked: stage the upload holding the most.
+    async fn relieve_pressure(&mut self) -> anyhow::Result<()> {
+        let high_water = usize::from(self.ctx.config.prefetch) * 3 / 4;
+        while self.unacked() >= high_water {
+            // Chunks held ahead of a gap can't be staged, nor buffers behind
+            // parts in flight: those are acked as the parts commit.
+            let Some(video) = self
+                .uploads
+                .iter()
+                .filter(|(_, u)| u.stageable())
+                .max_by_key(|(_, u)| u.pending())
+                .map(|(v, _)| *v)
+            else {
+                return Ok(());
+            };
+            self.stage(video)
+                .instrument(job_span(video, "chunk"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stages every buffer that saw no chunk for the idle time.
+    async fn stage_idle(&mut self) -> anyhow::Result<()> {
+        let idle: Vec<VideoId> = self
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.stageable() && u.idle_for() >= self.ctx.config.stage_idle)
+            .map(|(v, _)| *v)
+            .collect();
+        for video in idle {
+            self.stage(video)
+                .instrument(job_span(video, "chunk"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn stage(&mut self, video: VideoId) -> anyhow::Result<()> {
+        let Some(upload) = self.uploads.get_mut(&video) else {
+            return Ok(());
+        };
+        let step = upload.stage(self.ctx).await;
+        self.settle(video, step).await
+    }
+}
