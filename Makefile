@@ -6,7 +6,7 @@ export REELAY_JWT_SECRET ?= reelay-dev-secret
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build token bench bench-api bench-encode rebuild-projections lint
+.PHONY: up test services build web token bench bench-api bench-encode rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -14,7 +14,7 @@ up: services build
 	./scripts/run.sh
 
 ## The same set-up, then every test of the workspace.
-test: services build
+test: services build web
 	@if command -v cargo-nextest >/dev/null; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -26,6 +26,12 @@ services:
 
 build:
 	cargo build --bins
+
+## The browser code (web/), bundled from npm with esbuild; rebuilt when
+## its sources or the lockfile change.
+web: web/dist/player.js
+web/dist/player.js: web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 ## A bearer token: make token USER=<uuid> [ROLE=user|service|admin]
 ## (a new user id if USER is not one).

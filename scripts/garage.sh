@@ -75,4 +75,8 @@ for _ in $(seq 1 100); do
   [ "$code" != "000" ] && break
   sleep 0.2
 done
-log "ready: s3 http://127.0.0.1:3900 bucket $BUCKET key $KEY_ID"
+# Browsers play what the api presigns: the bucket's CORS rule
+# (REELAY_CORS_ORIGINS, default *).
+REELAY_S3_BUCKET=$BUCKET REELAY_S3_ACCESS_KEY_ID=$KEY_ID REELAY_S3_SECRET_ACCESS_KEY=$SECRET \
+  "$(dirname "$0")/bucket-cors.sh" >/dev/null
+log "ready: s3 http://127.0.0.1:3900 bucket $BUCKET key $KEY_ID, CORS for ${REELAY_CORS_ORIGINS:-*}"

@@ -8,6 +8,9 @@
 #   Garage     127.0.0.1:3900 (S3), bucket reelay, dev key (scripts/garage.sh)
 #   ffmpeg     ffmpeg and ffprobe, which fflow runs and the tests probe with
 #   tuspy      the Python tus client the tests drive
+#   Node.js    npm and node, which bundle the browser code (web/)
+#   Chromium   Debian's chromium and chromium-driver, with Selenium from
+#              PyPI, for the browser tests
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DB_NAME=${REELAY_DB_NAME:-reelay}
@@ -81,5 +84,24 @@ fi
 if ! python3 -c "import tusclient" 2>/dev/null; then
   log "installing tuspy"
   pip3 install -q tuspy==1.1.0 2>/dev/null || pip3 install -q --break-system-packages tuspy==1.1.0
+fi
+pip_install() {
+  pip3 install -q "$@" 2>/dev/null || pip3 install -q --break-system-packages "$@"
+}
+
+# Node.js and npm bundle the browser code (web/).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing Node.js and npm"
+  apt_install nodejs npm
+fi
+
+# The browser tests: Debian's Chromium and its driver, driven by Selenium.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  log "installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
+fi
+if ! python3 -c "import selenium" 2>/dev/null; then
+  log "installing selenium"
+  pip_install selenium==4.27.1
 fi
 log "all services up"

@@ -37,6 +37,10 @@ pub struct ApiConfig {
     /// `REELAY_SERVICE_LINKS_UNVERIFIED` (default true): whether services get
     /// links to videos moderation has not verified yet (rejected ones never).
     pub service_links_unverified: bool,
+    /// `REELAY_CORS_ORIGINS` (default `*`): the origins browsers may call the
+    /// api from, comma-separated, `*` for any. `scripts/bucket-cors.sh`
+    /// gives the bucket the same list, so players can fetch segments.
+    pub cors_origins: Vec<String>,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
@@ -61,6 +65,7 @@ impl ApiConfig {
             link_max_ttl: env.secs_or("REELAY_LINK_MAX_TTL_SECS", 86_400)?,
             moderation_secret: env.get("REELAY_MODERATION_SECRET"),
             service_links_unverified: env.parse_or("REELAY_SERVICE_LINKS_UNVERIFIED", true)?,
+            cors_origins: cors_origins(env)?,
             database: DatabaseConfig::read(env)?,
             amqp: AmqpConfig::read(env)?,
             redis: RedisConfig::read(env)?,
@@ -86,6 +91,7 @@ impl ApiConfig {
                 "REELAY_SERVICE_LINKS_UNVERIFIED",
                 self.service_links_unverified.to_string(),
             ),
+            ("REELAY_CORS_ORIGINS", self.cors_origins.join(",")),
         ];
         vars.extend(self.s3.to_env());
         vars.extend(self.database.to_env());
@@ -95,6 +101,32 @@ impl ApiConfig {
         vars.extend(self.lock.to_env());
         vars
     }
+}
+
+/// `REELAY_CORS_ORIGINS`: `*`, or origins such as `https://app.example`.
+fn cors_origins(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> = env
+        .var_or("REELAY_CORS_ORIGINS", "*")
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for origin in &origins {
+        let valid = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin["https://".len().min(origin.len())..].contains('/')
+                && origin.bytes().all(|b| b.is_ascii_graphic()));
+        if !valid {
+            return Err(ConfigError::Invalid {
+                name: "REELAY_CORS_ORIGINS",
+                reason: format!("'{origin}' is not * nor an origin like https://app.example"),
+            });
+        }
+    }
+    if origins.is_empty() {
+        return Ok(vec!["*".into()]);
+    }
+    Ok(origins)
 }
 
 #[cfg(test)]
@@ -114,6 +146,24 @@ mod tests {
         assert_eq!(config.moderation_secret.as_deref(), Some("m"));
         assert!(!config.service_links_unverified);
         assert_eq!(ApiConfig::read(&Env::of(config.to_env())).unwrap(), config);
+        assert_eq!(config.cors_origins, ["*"]);
+    }
+
+    #[test]
+    fn cors_origins_are_a_list_or_any() {
+        let read = |origins: &str| {
+            ApiConfig::read(&Env::of([
+                ("REELAY_JWT_SECRET", "s"),
+                ("REELAY_CORS_ORIGINS", origins),
+            ]))
+            .map(|c| c.cors_origins)
+        };
+        assert_eq!(
+            read("https://a.example, http://127.0.0.1:8099/").unwrap(),
+            ["https://a.example", "http://127.0.0.1:8099"]
+        );
+        assert!(read("a.example").is_err());
+        assert!(read("https://a.example/path").is_err());
     }
 
     #[test]

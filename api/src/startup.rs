@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::{HeaderName, Method},
+    http::{HeaderName, HeaderValue, Method},
     middleware::Next,
     response::Response,
 };
@@ -18,7 +18,7 @@ use reelay_shared::{
 };
 use tokio::net::TcpListener;
 use tower_http::{
-    cors::{Any, CorsLayer},
+    cors::{AllowOrigin, Any, CorsLayer},
     trace::TraceLayer,
 };
 
@@ -120,8 +120,14 @@ pub fn router(state: AppState) -> Router {
         "location",
     ]
     .map(HeaderName::from_static);
+    let origins = &state.config.cors_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(allow_origin)
         .allow_methods([
             Method::GET,
             Method::POST,

@@ -39,9 +39,9 @@ use reelay_shared::{
     video::fflow::{Encode, EncodeState, Glued, SessionInfo, Source, StartSession},
 };
 use serde::Deserialize;
-use tracing::Instrument;
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
+use tracing::Instrument;
 
 use crate::{
     config::FflowConfig,
@@ -148,17 +148,19 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(move || async move { metrics.render() }))
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            // `video.id` is recorded once a handler knows it.
-            let span = tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = request.uri().path(),
-                replica = %name,
-                video.id = tracing::field::Empty,
-            );
-            next.run(request).instrument(span)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                // `video.id` is recorded once a handler knows it.
+                let span = tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = request.uri().path(),
+                    replica = %name,
+                    video.id = tracing::field::Empty,
+                );
+                next.run(request).instrument(span)
+            },
+        ))
         .with_state(replica)
 }
 
@@ -353,7 +355,8 @@ async fn encode(
             if matches!(state.encode, EncodeState::Idle) {
                 Sessions::check_source(&session, &state, request.source)?;
                 state.encode = EncodeState::Queued;
-                let span = tracing::info_span!("encode", video.id = %video, replica = %replica.name);
+                let span =
+                    tracing::info_span!("encode", video.id = %video, replica = %replica.name);
                 state.task = Some(tokio::spawn(
                     run(replica.clone(), session.clone(), request.source).instrument(span),
                 ));
@@ -382,7 +385,11 @@ async fn run(replica: Arc<Replica>, session: Arc<Session>, source: Source) {
     state.encode = match outcome {
         Ok(result) => {
             metrics::counter!("reelay_fflow_encodes_total", "outcome" => "done").increment(1);
-            tracing::info!(duration_ms = started.elapsed().as_millis() as u64, renditions = result.renditions.len(), "encoded");
+            tracing::info!(
+                duration_ms = started.elapsed().as_millis() as u64,
+                renditions = result.renditions.len(),
+                "encoded"
+            );
             EncodeState::Done { result }
         }
         Err(reason) => {

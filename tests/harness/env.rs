@@ -175,6 +175,7 @@ impl TestEnv {
             link_max_ttl: Duration::from_secs(86_400),
             moderation_secret: Some(format!("moderation-{}", self.id)),
             service_links_unverified: true,
+            cors_origins: vec!["*".into()],
             database: self.database(match self.tuning {
                 Tuning::Test => 8,
                 Tuning::Benchmark => 10,

@@ -9,12 +9,14 @@
 //! - `apps`: the api, workers, schedulers and fflow replicas in-process;
 //! - `processes`: the same as real binaries, started from the settings'
 //!   `to_env`;
+//! - `media`: test videos from ffmpeg;
 //! - `client`: a raw tus client; `proxy`, `push`, `webhook`: stand-ins and
 //!   fault injection.
 
 pub mod apps;
 pub mod client;
 pub mod env;
+pub mod media;
 pub mod processes;
 pub mod proxy;
 pub mod push;

@@ -3,99 +3,14 @@
 //! words when it can't; and READY anyway when the replica dies or the
 //! route is lost (the encode reads the original from S3).
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use reelay_shared::{VideoId, VideoStatus, video::routing};
-use reelay_tests::{TestEnv, TestFflow, client::Tus, wait_until};
+use reelay_tests::{TestEnv, TestFflow, client::Tus, media::Sample, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
-
-/// The test inputs, made with ffmpeg's lavfi sources.
-#[derive(Clone, Copy, Debug)]
-enum Sample {
-    /// H.264 + AAC, moov first.
-    FastStart,
-    /// H.264 + AAC, moov at the end.
-    MoovAtEnd,
-    /// VP8 + Opus.
-    WebM,
-    /// Bytes that are no video at all.
-    Corrupt,
-}
-
-impl Sample {
-    fn make(self, dir: &Path, seconds: u32) -> Vec<u8> {
-        let (name, codec): (&str, &[&str]) = match self {
-            Sample::FastStart => (
-                "fast.mp4",
-                &[
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                    "-movflags",
-                    "+faststart",
-                ],
-            ),
-            Sample::MoovAtEnd => (
-                "late.mp4",
-                &[
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                ],
-            ),
-            Sample::WebM => (
-                "clip.webm",
-                &[
-                    "-c:v",
-                    "libvpx",
-                    "-deadline",
-                    "realtime",
-                    "-b:v",
-                    "400k",
-                    "-c:a",
-                    "libopus",
-                ],
-            ),
-            Sample::Corrupt => return reelay_tests::random_bytes(300_000),
-        };
-        let path = dir.join(name);
-        let duration = format!("duration={seconds}");
-        let ok = std::process::Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg(format!("testsrc2=size=640x360:rate=25:{duration}"))
-            .args(["-f", "lavfi", "-i"])
-            .arg(format!("sine=frequency=440:{duration}"))
-            .args(codec)
-            .arg("-shortest")
-            .arg(&path)
-            .status()
-            .expect("ffmpeg runs")
-            .success();
-        assert!(ok, "ffmpeg made {name}");
-        std::fs::read(path).expect("the sample")
-    }
-}
 
 /// ffprobe's JSON for a file or URL: the format's duration and each
 /// stream's type and size.

@@ -3,6 +3,7 @@
 mod auth;
 mod authorization;
 mod bad_input;
+mod browser;
 mod concurrency;
 mod encoding;
 mod failures;
