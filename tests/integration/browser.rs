@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::{
     Router,
     http::{HeaderValue, StatusCode, header},
-    response::IntoResponse,
     routing::get,
 };
 use reelay_shared::VideoStatus;
@@ -71,7 +70,7 @@ async fn hls_js_dash_js_and_a_plain_video_element_play_from_another_origin() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fflow = env.spawn_fflow("r1", dir.path()).await;
     let _worker = env
-        .spawn_worker_with(env.worker_config_with_fflow(&[fflow.base.clone()]))
+        .spawn_worker_with(env.worker_config_with_fflow(std::slice::from_ref(&fflow.base)))
         .await;
     let api = env.spawn_api().await;
     let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
