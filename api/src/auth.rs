@@ -201,3 +201,41 @@ mod tests {
         assert!(verifier.verify(&token).is_err());
     }
 }
+
+/// An admin (the operator console); anyone else authenticated gets 403.
+#[derive(Clone, Copy, Debug)]
+pub struct Admin(pub UserId);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::Admin => Ok(Self(caller.user)),
+            _ => Err(ApiError::Forbidden("this needs an admin token")),
+        }
+    }
+}
+
+/// A service (the fleet backend, say) or an admin; a user gets 403.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceOrAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for ServiceOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::Service | Role::Admin => Ok(Self(caller)),
+            Role::User => Err(ApiError::Forbidden("this needs a service or admin token")),
+        }
+    }
+}

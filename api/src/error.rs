@@ -7,12 +7,35 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use reelay_shared::{
+    fleet::{DeviceRejection, FirmwareRejection, RolloutRejection, UpdateRejection},
     store::AppendError,
     video::{VideoRejection, VideoStatus, profile::ProfileRejection},
 };
 use serde_json::json;
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON request body; a body that is not the JSON expected is a 400 (413
+/// when it is too large) whose detail says what was wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(rejection.body_text()))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -125,6 +148,39 @@ impl From<VideoRejection> for ApiError {
 impl From<ProfileRejection> for ApiError {
     fn from(rejection: ProfileRejection) -> Self {
         match rejection {}
+    }
+}
+
+impl From<FirmwareRejection> for ApiError {
+    fn from(rejection: FirmwareRejection) -> Self {
+        match rejection {
+            FirmwareRejection::NotFound => Self::NoSuch("firmware"),
+            other => Self::WrongState(other.to_string()),
+        }
+    }
+}
+
+impl From<DeviceRejection> for ApiError {
+    fn from(rejection: DeviceRejection) -> Self {
+        Self::BadRequest(rejection.to_string())
+    }
+}
+
+impl From<RolloutRejection> for ApiError {
+    fn from(rejection: RolloutRejection) -> Self {
+        match rejection {
+            RolloutRejection::NotFound => Self::NoSuch("rollout"),
+            other => Self::WrongState(other.to_string()),
+        }
+    }
+}
+
+impl From<UpdateRejection> for ApiError {
+    fn from(rejection: UpdateRejection) -> Self {
+        match rejection {
+            UpdateRejection::NotFound => Self::NoSuch("device update"),
+            other => Self::WrongState(other.to_string()),
+        }
     }
 }
 

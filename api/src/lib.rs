@@ -2,13 +2,14 @@
 //! never touches S3 objects: PATCH bodies become chunk jobs on RabbitMQ.
 //!
 //! Routes are leaves (`routes/<product>/`): each parses its request, calls
-//! the product's application layer (`video/`) for anything another route
-//! also does, and shapes the answer. `error.rs` maps every failure to HTTP
+//! the product's application layer (`video/`, `fleet/`) for anything more
+//! than reading, and shapes the answer. `error.rs` maps every failure to HTTP
 //! once.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod routes;
 pub mod startup;
 pub mod state;

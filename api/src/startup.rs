@@ -53,7 +53,9 @@ impl Application {
         if let Err(e) = publisher.channel().await {
             tracing::warn!(error = %e, "broker unavailable at start-up; PATCH answers 503 until it is back");
         }
+        let reports = crate::fleet::devices::Reports::start(store.clone());
         let state = AppState {
+            reports,
             store,
             publisher,
             locks: Locks::new(

@@ -24,4 +24,6 @@ pub struct AppState {
     /// the api never sends object bytes to S3).
     pub storage: Storage,
     pub metrics: PrometheusHandle,
+    /// Writes fleet reports in batches (group commit).
+    pub reports: crate::fleet::devices::Reports,
 }

@@ -75,6 +75,9 @@ pub struct PushConfig {
 pub struct SchedulerConfig {
     pub replica: String,
     pub interval: Duration,
+    /// `REELAY_FLEET_TICK_MS` (default 250): time between rollout driver
+    /// passes.
+    pub fleet_tick: Duration,
     pub lease_ttl: Duration,
     pub rules: ReapRules,
     pub s3_retry: S3RetryConfig,
@@ -101,6 +104,7 @@ impl SchedulerConfig {
         let config = Self {
             replica: env.var_or("REELAY_REPLICA", "scheduler"),
             interval: env.millis_or("REELAY_SCHEDULER_INTERVAL_MS", 30_000)?,
+            fleet_tick: env.millis_or("REELAY_FLEET_TICK_MS", 250)?,
             lease_ttl,
             rules: ReapRules {
                 pending_timeout: env.secs_or("REELAY_PENDING_TIMEOUT_SECS", 3_600)?,
@@ -122,6 +126,7 @@ impl SchedulerConfig {
         let mut vars = vec![
             ("REELAY_REPLICA", self.replica.clone()),
             ("REELAY_SCHEDULER_INTERVAL_MS", millis(self.interval)),
+            ("REELAY_FLEET_TICK_MS", millis(self.fleet_tick)),
             ("REELAY_SCHEDULER_LEASE_MS", millis(self.lease_ttl)),
             (
                 "REELAY_PENDING_TIMEOUT_SECS",

@@ -1,9 +1,10 @@
-//! The work that must run once in the cluster: the reaper and the push
-//! dispatcher. Any number of replicas may run it (a worker with
+//! The work that must run once in the cluster: the reaper, the rollout
+//! driver and the push dispatcher. Any number of replicas may run it (a worker with
 //! `REELAY_SCHEDULER=true`, or the `reelay-scheduler` binary); a lease in
 //! PostgreSQL lets exactly one of them act at a time.
 
 pub mod config;
+pub mod fleet;
 pub mod lease;
 pub mod push;
 pub mod video;
@@ -14,7 +15,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     lock::{self, Locks},
-    mq::Topology,
+    mq::{Publisher, Topology},
     push::{NOTIFY_CHANNEL, Platform},
     storage::Storage,
     store::Store,
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{PushConfig, SchedulerConfig},
+    fleet::driver::Driver,
     lease::Lease,
     push::{Dispatcher, Provider, RetryRule, apns, fcm, webhook},
     video::reaper::Reaper,
@@ -40,9 +42,11 @@ const REAPER_LOCK_TTL: Duration = Duration::from_secs(5);
 pub struct Scheduler {
     lease: Lease,
     reaper: Reaper,
+    driver: Driver,
     dispatcher: Dispatcher,
     store: Store,
     interval: Duration,
+    fleet_tick: Duration,
     push_poll: Duration,
 }
 
@@ -94,12 +98,24 @@ impl Scheduler {
             replica: config.replica.clone(),
             http: reqwest::Client::new(),
         };
+        let topology = Topology::new(&config.amqp);
+        let driver = Driver {
+            store: store.clone(),
+            publisher: Arc::new(Publisher::new(
+                config.amqp.url.clone(),
+                format!("{}-scheduler", config.replica),
+                topology.clone(),
+                reelay_shared::queues(&topology),
+            )),
+        };
         Ok(Self {
             lease,
             reaper,
+            driver,
             dispatcher,
             store,
             interval: config.interval,
+            fleet_tick: config.fleet_tick,
             push_poll: config.push.poll,
         })
     }
@@ -116,6 +132,7 @@ impl Scheduler {
         tokio::join!(
             self.lease.campaign(stop.clone()),
             self.reap_loop(stop.clone()),
+            self.fleet_loop(stop.clone()),
             self.push_loop(stop),
         );
     }
@@ -138,6 +155,35 @@ impl Scheduler {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Drives rollouts every `REELAY_FLEET_TICK_MS` while leading; sets the
+    /// fleet gauges every few seconds.
+    async fn fleet_loop(&self, mut stop: watch::Receiver<bool>) {
+        let mut last_metrics = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                () = self.lease.leading() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let margin = self.lease.ttl() / 3;
+            if self.lease.held_for(margin).is_some() {
+                let driven = self.driver.pass(&self.lease, margin).await;
+                if driven.changed() || driven.errors > 0 {
+                    tracing::debug!(?driven, "rollout driver pass");
+                }
+                if last_metrics.elapsed() >= Duration::from_secs(10) {
+                    last_metrics = std::time::Instant::now();
+                    if let Err(e) = self.driver.record_metrics().await {
+                        tracing::warn!(error = %e, "fleet metrics failed");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.fleet_tick) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

@@ -2,19 +2,22 @@
 //!
 //! The runtime, written once: configuration ([`config`]), the event store
 //! and its rebuild ([`store`]), RabbitMQ ([`mq`]), S3 ([`storage`]), Redis
-//! locks ([`lock`]), push devices and their outbox ([`push`]), retries,
+//! locks ([`lock`]) and rate limits ([`ratelimit`]), push devices and their
+//! outbox ([`push`]), retries,
 //! signing, telemetry, operations endpoints and shutdown.
 //!
 //! Beside it, one folder per product with its domain, events, projections
-//! and queries: [`video`] today. A product joins the runtime through the
+//! and queries: [`video`] and [`fleet`]. A product joins the runtime through the
 //! two lists below: its projections (for the rebuild) and its queues.
 
 pub mod config;
+pub mod fleet;
 pub mod hashing;
 pub mod lock;
 pub mod mq;
 pub mod ops;
 pub mod push;
+pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
 pub mod signing;
@@ -32,9 +35,15 @@ pub use video::{UserId, VideoId, VideoStatus};
 pub const PROJECTIONS: &[&dyn Projection] = &[
     &ProjectionOf::<video::VideoAggregate>::new(),
     &ProjectionOf::<video::ProfileAggregate>::new(),
+    &ProjectionOf::<fleet::FirmwareAggregate>::new(),
+    &ProjectionOf::<fleet::DeviceAggregate>::new(),
+    &ProjectionOf::<fleet::RolloutAggregate>::new(),
+    &ProjectionOf::<fleet::UpdateAggregate>::new(),
 ];
 
 /// Every product's queues, as the api and workers declare them.
 pub fn queues(topology: &mq::Topology) -> Vec<mq::QueueSpec> {
-    video::jobs::queues(topology)
+    let mut queues = video::jobs::queues(topology);
+    queues.extend(fleet::jobs::queues(topology));
+    queues
 }

@@ -176,29 +176,31 @@ impl Store {
     where
         I: AggregateId,
     {
-        type A<I> = <I as AggregateId>::Aggregate;
-        let mut tx = begin_append(&self.pool).await?;
-        let current = A::<I>::load(&mut tx, id, true).await?;
-        let (events, out) = decide(&current).map_err(AppendError::Rejected)?;
-        let mut version = A::<I>::version(&current);
-        let recorded_at = Utc::now().trunc_subsecs(6);
-        for event in &events {
-            version += 1;
-            let seq = insert_event(
-                &mut tx,
-                A::<I>::TYPE,
-                id.uuid(),
-                version,
-                event.kind(),
-                event,
-                recorded_at,
-            )
-            .await?;
-            A::<I>::apply(&mut tx, id, version, event, recorded_at).await?;
-            A::<I>::recorded(&mut tx, id, &current, event, seq, recorded_at).await?;
-        }
+        let mut tx = self.begin().await?;
+        let out = tx.append(id, decide).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// The events of one aggregate, oldest first.
+    pub async fn history<I: AggregateId>(&self, id: I) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, version, kind, payload, recorded_at FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY seq",
+        )
+        .bind(I::Aggregate::TYPE)
+        .bind(id.uuid())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A transaction for appends to several aggregates at once (a report
+    /// that also ends a device's update, say): all of them commit or none
+    /// does. Lock aggregates in a fixed order (by id) to avoid deadlocks.
+    pub async fn begin(&self) -> Result<AppendTx, sqlx::Error> {
+        Ok(AppendTx {
+            tx: begin_append(&self.pool).await?,
+        })
     }
 
     /// Empties the projections and replays the whole log into them, in one
@@ -269,6 +271,60 @@ impl Store {
             snapshot.insert((*table).to_owned(), rows);
         }
         Ok(serde_json::Value::Object(snapshot))
+    }
+}
+
+/// Appends to any aggregates in one transaction; see [`Store::begin`].
+pub struct AppendTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl AppendTx {
+    /// As [`Store::append`], inside this transaction.
+    pub async fn append<I, R>(
+        &mut self,
+        id: I,
+        decide: impl FnOnce(
+            &<I::Aggregate as Aggregate>::State,
+        ) -> Result<
+            (Vec<<I::Aggregate as Aggregate>::Event>, R),
+            <I::Aggregate as Aggregate>::Rejection,
+        >,
+    ) -> Appended<R, I>
+    where
+        I: AggregateId,
+    {
+        type A<I> = <I as AggregateId>::Aggregate;
+        let current = A::<I>::load(&mut self.tx, id, true).await?;
+        let (events, out) = decide(&current).map_err(AppendError::Rejected)?;
+        let mut version = A::<I>::version(&current);
+        let recorded_at = Utc::now().trunc_subsecs(6);
+        for event in &events {
+            version += 1;
+            let seq = insert_event(
+                &mut self.tx,
+                A::<I>::TYPE,
+                id.uuid(),
+                version,
+                event.kind(),
+                event,
+                recorded_at,
+            )
+            .await?;
+            A::<I>::apply(&mut self.tx, id, version, event, recorded_at).await?;
+            A::<I>::recorded(&mut self.tx, id, &current, event, seq, recorded_at).await?;
+        }
+        Ok(out)
+    }
+
+    /// The connection, for the reads and locks a decision needs beyond one
+    /// aggregate's state.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
     }
 }
 

@@ -25,13 +25,19 @@ impl Tus {
 
     /// POST /files with `Upload-Length`; returns the new video id.
     pub async fn create(&self, length: u64) -> VideoId {
+        self.create_with_metadata(length, "filename dGVzdC5tcDQ=,title VGVzdA==")
+            .await
+    }
+
+    /// POST /files with `Upload-Length` and this `Upload-Metadata`.
+    pub async fn create_with_metadata(&self, length: u64, metadata: &str) -> VideoId {
         let response = self
             .http
             .post(format!("{}/files/", self.base))
             .bearer_auth(&self.token)
             .header("tus-resumable", "1.0.0")
             .header("upload-length", length)
-            .header("upload-metadata", "filename dGVzdC5tcDQ=,title VGVzdA==")
+            .header("upload-metadata", metadata)
             .send()
             .await
             .expect("POST /files");

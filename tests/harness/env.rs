@@ -5,6 +5,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use base64::Engine as _;
 use futures_util::TryStreamExt;
 use lapin::options::QueueDeleteOptions;
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
@@ -16,6 +17,7 @@ use reelay_scheduler::{
     config::{ApnsConfig, FcmConfig, PushConfig, SchedulerConfig, WebhookConfig},
     video::reaper::ReapRules,
 };
+use reelay_shared::fleet::signing::FirmwareSigner;
 use reelay_shared::{
     PROJECTIONS, VideoId, VideoStatus,
     config::{
@@ -27,7 +29,7 @@ use reelay_shared::{
     store::Store,
     video::{ProfileEvent, ProfileId, UserId, Video, VideoEvent},
 };
-use reelay_worker::config::{FflowConfig, WorkerConfig};
+use reelay_worker::config::{FflowConfig, FleetConfig, WorkerConfig};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -212,11 +214,26 @@ impl TestEnv {
             moderation: None,
             scheduler: None,
             fflow: None,
+            fleet: FleetConfig {
+                signing_key: Some(self.signing_key()),
+                backend: None,
+                concurrency: 64,
+                link_ttl: Duration::from_secs(3600),
+                timeout: Duration::from_secs(5),
+            },
             database: self.database(connections),
             redis: self.redis.clone(),
             amqp: self.amqp.clone(),
             s3: self.s3.clone(),
         }
+    }
+
+    /// The key this environment's workers sign firmware with (derived from
+    /// its id, so each test has its own).
+    pub fn signing_key(&self) -> FirmwareSigner {
+        let seed: [u8; 32] = Sha256::digest(format!("signing-{}", self.id)).into();
+        FirmwareSigner::from_base64(&base64::engine::general_purpose::STANDARD.encode(seed))
+            .expect("a 32-byte seed")
     }
 
     /// A worker's settings that forward to and encode on `fflow` (bases of
@@ -260,6 +277,7 @@ impl TestEnv {
         SchedulerConfig {
             replica: format!("scheduler-{}", self.id),
             interval: Duration::from_millis(200),
+            fleet_tick: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(2),
             rules: ReapRules {
                 pending_timeout: hour,
@@ -397,6 +415,7 @@ impl TestEnv {
             upload_metadata: None,
             expires_at: chrono::Utc::now(),
             onboarding_position: None,
+            firmware_id: None,
         };
         let uploaded = VideoEvent::Uploaded {
             sha256: "0".repeat(64),

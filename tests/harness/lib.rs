@@ -10,12 +10,13 @@
 //! - `processes`: the same as real binaries, started from the settings'
 //!   `to_env`;
 //! - `media`: test videos from ffmpeg;
-//! - `client`: a raw tus client; `proxy`, `push`, `webhook`: stand-ins and
-//!   fault injection.
+//! - `client`: a raw tus client; `proxy`, `push`, `webhook`,
+//!   `fleet_backend`: stand-ins and fault injection.
 
 pub mod apps;
 pub mod client;
 pub mod env;
+pub mod fleet_backend;
 pub mod media;
 pub mod processes;
 pub mod proxy;

@@ -7,6 +7,7 @@ mod browser;
 mod concurrency;
 mod encoding;
 mod failures;
+mod fleet;
 mod leadership;
 mod moderation;
 mod onboarding;

@@ -132,5 +132,6 @@ fn created(owner: UserId) -> VideoEvent {
         upload_metadata: None,
         expires_at: chrono::Utc::now(),
         onboarding_position: None,
+        firmware_id: None,
     }
 }

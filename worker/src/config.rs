@@ -3,9 +3,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use reelay_scheduler::config::SchedulerConfig;
-use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
-    millis, secs,
+use reelay_shared::{
+    config::{
+        AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
+        millis, secs,
+    },
+    fleet::signing::FirmwareSigner,
 };
 
 /// `REELAY_PREFETCH` (default 32): unacked messages per shard consumer;
@@ -29,6 +32,7 @@ pub struct WorkerConfig {
     pub scheduler: Option<SchedulerConfig>,
     /// Set when `REELAY_FFLOW_URLS` names fflow replicas.
     pub fflow: Option<FflowConfig>,
+    pub fleet: FleetConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub amqp: AmqpConfig,
@@ -70,6 +74,7 @@ impl WorkerConfig {
                 false => None,
             },
             fflow: FflowConfig::read(env)?,
+            fleet: FleetConfig::read(env)?,
             database: DatabaseConfig::read(env)?,
             redis: RedisConfig::read(env)?,
             amqp: AmqpConfig::read(env)?,
@@ -95,6 +100,7 @@ impl WorkerConfig {
         }
         vars.extend(ModerationConfig::to_env(self.moderation.as_ref()));
         vars.extend(FflowConfig::to_env(self.fflow.as_ref()));
+        vars.extend(self.fleet.to_env());
         vars.extend(self.s3_retry.to_env());
         vars.extend(self.database.to_env());
         vars.extend(self.redis.to_env());
@@ -199,6 +205,83 @@ impl FflowConfig {
     }
 }
 
+/// The fleet product's jobs.
+///
+/// `REELAY_FLEET_SIGNING_KEY` (default unset: uploaded firmware stays
+/// pending): base64 of the 32-byte Ed25519 seed firmware is signed with
+/// (`openssl rand -base64 32`); `REELAY_FLEET_BACKEND_URL` (default unset:
+/// device updates are dead-lettered) and `REELAY_FLEET_BACKEND_SECRET`
+/// (required with it): where update requests go and the HMAC-SHA256 key
+/// they are signed with; `REELAY_FLEET_CONCURRENCY` (default 64): fleet jobs
+/// one worker runs at once; `REELAY_FLEET_LINK_TTL_SECS` (default 86400):
+/// life of the firmware link a device gets; `REELAY_FLEET_TIMEOUT_MS`
+/// (default 10000): one call to the fleet backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    pub signing_key: Option<FirmwareSigner>,
+    pub backend: Option<FleetBackend>,
+    pub concurrency: u16,
+    pub link_ttl: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetBackend {
+    pub url: String,
+    pub secret: String,
+}
+
+impl FleetConfig {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let signing_key = env
+            .get("REELAY_FLEET_SIGNING_KEY")
+            .map(|k| {
+                FirmwareSigner::from_base64(&k).map_err(|reason| ConfigError::Invalid {
+                    name: "REELAY_FLEET_SIGNING_KEY",
+                    reason,
+                })
+            })
+            .transpose()?;
+        let backend = match env.get("REELAY_FLEET_BACKEND_URL") {
+            None => None,
+            Some(url) => Some(FleetBackend {
+                url: url.trim_end_matches('/').to_owned(),
+                secret: env.required("REELAY_FLEET_BACKEND_SECRET")?,
+            }),
+        };
+        Ok(Self {
+            signing_key,
+            backend,
+            concurrency: env.parse_or("REELAY_FLEET_CONCURRENCY", 64u16)?.max(1),
+            link_ttl: env.secs_or("REELAY_FLEET_LINK_TTL_SECS", 86_400)?,
+            timeout: env.millis_or("REELAY_FLEET_TIMEOUT_MS", 10_000)?,
+        })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            (
+                "REELAY_FLEET_SIGNING_KEY",
+                self.signing_key
+                    .as_ref()
+                    .map(FirmwareSigner::to_base64)
+                    .unwrap_or_default(),
+            ),
+            ("REELAY_FLEET_CONCURRENCY", self.concurrency.to_string()),
+            ("REELAY_FLEET_LINK_TTL_SECS", secs(self.link_ttl)),
+            ("REELAY_FLEET_TIMEOUT_MS", millis(self.timeout)),
+        ];
+        match &self.backend {
+            Some(b) => vars.extend([
+                ("REELAY_FLEET_BACKEND_URL", b.url.clone()),
+                ("REELAY_FLEET_BACKEND_SECRET", b.secret.clone()),
+            ]),
+            None => vars.push(("REELAY_FLEET_BACKEND_URL", String::new())),
+        }
+        vars
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +297,12 @@ mod tests {
             ("REELAY_FFLOW_URLS", "http://a:1/, http://b:2"),
             ("REELAY_SCHEDULER", "true"),
             ("REELAY_SCHEDULER_LEASE_MS", "30000"),
+            (
+                "REELAY_FLEET_SIGNING_KEY",
+                "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+            ),
+            ("REELAY_FLEET_BACKEND_URL", "http://fleet/"),
+            ("REELAY_FLEET_BACKEND_SECRET", "s"),
         ]);
         let config = WorkerConfig::read(&env).unwrap();
         assert_eq!(config.replica, "w-1");
@@ -222,6 +311,8 @@ mod tests {
             ["http://a:1", "http://b:2"]
         );
         assert!(config.moderation.is_some() && config.scheduler.is_some());
+        assert_eq!(config.fleet.backend.as_ref().unwrap().url, "http://fleet");
+        assert!(config.fleet.signing_key.is_some());
         let again = WorkerConfig::read(&Env::of(config.to_env())).unwrap();
         assert_eq!(again, config);
         assert_eq!(again.scheduler.unwrap().replica, "w-1");

@@ -9,8 +9,10 @@ use anyhow::Context as _;
 use lapin::Connection;
 use reelay_scheduler::Scheduler;
 use reelay_shared::{
+    fleet::jobs::FleetJob,
     mq::{self, Publisher, Topology},
     ops,
+    ratelimit::RateLimiter,
     storage::Storage,
     store::Store,
     video::jobs::{JobHeader, JobKind},
@@ -22,7 +24,7 @@ use crate::{
     config::WorkerConfig,
     consumer::{Unordered, run_unordered, stopped},
     jobs::{
-        Context,
+        Context, fleet,
         video::{self, fflow::Fflow},
     },
 };
@@ -52,19 +54,24 @@ impl Worker {
             ),
             None => None,
         };
-        let fflow = match &config.fflow {
-            Some(fflow) => {
-                let redis = reelay_shared::lock::connect(&config.redis)
-                    .await
-                    .context("connecting to Redis")?;
-                Some(Arc::new(Fflow::new(
-                    fflow.clone(),
-                    redis,
-                    config.redis.key_prefix.clone(),
-                )))
-            }
-            None => None,
-        };
+        let redis = reelay_shared::lock::connect(&config.redis)
+            .await
+            .context("connecting to Redis")?;
+        let fflow = config.fflow.as_ref().map(|fflow| {
+            Arc::new(Fflow::new(
+                fflow.clone(),
+                redis.clone(),
+                config.redis.key_prefix.clone(),
+            ))
+        });
+        let limiter = RateLimiter::new(redis, config.redis.key_prefix.clone());
+        if let Some(signer) = &config.fleet.signing_key {
+            // The api serves the public keys firmware was signed with.
+            store
+                .record_signing_key(&signer.key_id(), &signer.public_key())
+                .await
+                .context("recording the firmware signing key")?;
+        }
         let scheduler = match &config.scheduler {
             Some(scheduler) => Some(
                 Scheduler::build(scheduler.clone())
@@ -87,6 +94,7 @@ impl Worker {
                 storage,
                 publisher,
                 fflow,
+                limiter,
                 http: reqwest::Client::new(),
             }),
             topology,
@@ -245,6 +253,27 @@ async fn run_connection(
                         }
                     },
                 )
+                .await
+            }
+            .in_current_span(),
+        );
+    }
+    {
+        let channel = connection.create_channel().await?;
+        let consumer = Unordered {
+            queue: topology.fleet_queue(),
+            consumer_tag: format!("{replica}.fleet"),
+            concurrency: ctx.config.fleet.concurrency,
+            stop: stop.clone(),
+            channel,
+        };
+        let ctx = ctx.clone();
+        consumers.spawn(
+            async move {
+                run_unordered(consumer, FleetJob::parse, fleet::span_of, |job, attempt| {
+                    let ctx = ctx.clone();
+                    async move { fleet::run(&ctx, job, attempt).await }
+                })
                 .await
             }
             .in_current_span(),

@@ -2,6 +2,7 @@
 //! operations endpoints and push devices, and one folder per product.
 
 pub mod devices;
+pub mod fleet;
 pub mod ops;
 pub mod video;
 
@@ -14,4 +15,5 @@ pub fn router() -> Router<AppState> {
         .merge(ops::router())
         .merge(devices::router())
         .merge(video::router())
+        .merge(fleet::router())
 }

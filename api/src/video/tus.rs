@@ -63,6 +63,9 @@ pub struct Metadata {
     pub title: Option<String>,
     /// The `onboarding` key is present: admin onboarding content.
     pub onboarding: bool,
+    /// `firmware <base64 of a firmware id>`: the upload is that fleet
+    /// firmware's file (admins only).
+    pub firmware: Option<String>,
 }
 
 /// Parses `key base64,key2 base64,flag`: keys unique and non-empty, values
@@ -98,6 +101,7 @@ pub fn metadata(headers: &HeaderMap) -> Result<Metadata, ApiError> {
             "filename" => &mut out.filename,
             "filetype" => &mut out.filetype,
             "title" | "name" => &mut out.title,
+            "firmware" => &mut out.firmware,
             _ => continue,
         };
         if value.len() > 1024 {

@@ -35,6 +35,8 @@ pub struct Video {
     pub verification: Verification,
     pub verification_reason: Option<String>,
     pub onboarding_position: Option<i32>,
+    /// The fleet firmware this upload is the file of, if any.
+    pub firmware_id: Option<Uuid>,
     /// How far the encoder got, 0–100.
     pub encoding_percentage: i16,
     /// Where the streams are, once READY.

@@ -33,6 +33,10 @@ pub enum VideoEvent {
         /// Set for onboarding content: its place in the collection.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         onboarding_position: Option<i32>,
+        /// Set when the upload is the file of a fleet firmware (that
+        /// firmware's id): not a video to list, moderate or encode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        firmware_id: Option<Uuid>,
     },
     /// The broker confirmed bytes up to `received_bytes` (api).
     BytesReceived {

@@ -66,13 +66,14 @@ async fn created(
         upload_metadata,
         expires_at,
         onboarding_position,
+        firmware_id,
     } = event
     else {
         unreachable!("only Created comes here")
     };
     sqlx::query(
         "INSERT INTO videos (id, owner_id, status, title, filename, filetype, size_bytes, version, created_at, updated_at, \
-         onboarding_position) VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $8, $9)",
+         onboarding_position, firmware_id) VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $8, $9, $10)",
     )
     .bind(id)
     .bind(owner_id)
@@ -83,6 +84,7 @@ async fn created(
     .bind(version)
     .bind(at)
     .bind(onboarding_position)
+    .bind(firmware_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query(

@@ -39,7 +39,7 @@ impl Store {
     ) -> Result<Vec<Video>, sqlx::Error> {
         let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
         sqlx::query_as(
-            "SELECT * FROM videos WHERE owner_id = $1 \
+            "SELECT * FROM videos WHERE owner_id = $1 AND firmware_id IS NULL \
              AND (CASE WHEN $2::video_status IS NULL THEN status <> 'DELETED' ELSE status = $2 END) \
              AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5",

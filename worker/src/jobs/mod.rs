@@ -1,10 +1,13 @@
 //! The jobs of every product, one folder each, and what they all need.
 
+pub mod fleet;
 pub mod video;
 
 use std::sync::Arc;
 
-use reelay_shared::{mq::Publisher, retry::RetryPolicy, storage::Storage, store::Store};
+use reelay_shared::{
+    mq::Publisher, ratelimit::RateLimiter, retry::RetryPolicy, storage::Storage, store::Store,
+};
 
 use crate::config::WorkerConfig;
 use video::fflow::Fflow;
@@ -21,6 +24,8 @@ pub struct Context {
     /// Set when fflow replicas are configured: uploads are forwarded and
     /// encoded.
     pub fflow: Option<Arc<Fflow>>,
+    /// Rate limits shared with every other worker (fleet update requests).
+    pub limiter: RateLimiter,
     pub http: reqwest::Client,
 }
 

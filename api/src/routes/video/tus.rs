@@ -14,6 +14,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
+    fleet::FirmwareId,
     video::{
         Video, VideoEvent, VideoRejection,
         domain::part_size_for,
@@ -24,6 +25,7 @@ use reelay_shared::{
 use crate::{
     auth::{AuthUser, Caller, Role},
     error::{ApiError, ApiResult},
+    fleet,
     state::AppState,
     video::{
         delete_video,
@@ -138,6 +140,21 @@ async fn create(
         }
         _ => caller.user,
     };
+    // The file of a fleet firmware: admins only, nothing else at once.
+    let firmware = match metadata.firmware.as_deref() {
+        None => None,
+        Some(_) if caller.role != Role::Admin => {
+            return Err(ApiError::Forbidden("only admins upload firmware"));
+        }
+        Some(_) if metadata.onboarding => {
+            return Err(ApiError::BadRequest(
+                "Upload-Metadata: an upload is onboarding content or firmware, not both".into(),
+            ));
+        }
+        Some(id) => Some(FirmwareId::parse(id).ok_or_else(|| {
+            ApiError::BadRequest("Upload-Metadata: 'firmware' is not a firmware id".into())
+        })?),
+    };
     let onboarding_position = match metadata.onboarding {
         true => Some(state.store.next_onboarding_position().await?),
         false => None,
@@ -166,14 +183,20 @@ async fn create(
         upload_metadata: metadata.raw,
         expires_at,
         onboarding_position,
+        firmware_id: firmware.map(|f| f.0),
     };
-    state
-        .store
-        .append(id, |current| match current.video {
-            None => Ok((vec![created], ())),
-            Some(_) => Err(VideoRejection::AlreadyExists),
-        })
-        .await?;
+    match firmware {
+        Some(firmware) => fleet::firmware::start_upload(&state, firmware, id, created).await?,
+        None => {
+            state
+                .store
+                .append(id, |current| match current.video {
+                    None => Ok((vec![created], ())),
+                    Some(_) => Err(VideoRejection::AlreadyExists),
+                })
+                .await?;
+        }
+    }
     tracing::info!(size_bytes = size, "upload created");
 
     let mut response_headers = HeaderMap::new();

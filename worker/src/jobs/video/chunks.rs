@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use lapin::{Channel, message::Delivery};
 use reelay_shared::{
     VideoId, VideoStatus,
+    fleet::{FirmwareId, jobs::FleetJob},
     store::AppendError,
     video::{
         Verification, VideoEvent,
@@ -134,7 +135,13 @@ impl<'a> Shard<'a> {
         let state = self.ctx.store.load(video).await?;
         match Upload::load(self.ctx, video, &state) {
             Ok(Loaded::Active(mut upload)) => {
-                if let Some(fflow) = &self.ctx.fflow {
+                // A firmware file is not a video: no encoder copy.
+                if let Some(fflow) = self
+                    .ctx
+                    .fflow
+                    .as_ref()
+                    .filter(|_| upload.firmware().is_none())
+                {
                     let (size, durable) = upload.size_and_durable();
                     upload.forwarder = fflow.forwarder(video, size, durable).await;
                 }
@@ -147,8 +154,12 @@ impl<'a> Shard<'a> {
                 if let Some(v) = &state.video
                     && v.status == VideoStatus::Uploaded
                 {
-                    self.after_upload(video, v.verification == Verification::Unverified)
-                        .await?;
+                    self.after_upload(
+                        video,
+                        v.verification == Verification::Unverified,
+                        v.firmware_id,
+                    )
+                    .await?;
                 }
                 tracing::debug!("chunk for a closed upload dropped");
                 self.acker.settle([tag], &Outcome::Done).await?;
@@ -193,17 +204,17 @@ impl<'a> Shard<'a> {
                 complete: true,
             }) => {
                 tracing::info!("upload stored");
-                let forwarder = self
-                    .uploads
-                    .remove(&video)
-                    .and_then(|mut u| u.forwarder.take());
+                let (forwarder, firmware) = match self.uploads.remove(&video) {
+                    Some(mut upload) => (upload.forwarder.take(), upload.firmware()),
+                    None => (None, None),
+                };
                 // The encode reads the replica's copy if it is whole.
                 if let Some(forwarder) = forwarder {
                     forwarder.finish(FORWARD_DRAIN).await;
                 }
                 // Before the last acks: if this fails, redelivery of those
                 // chunks publishes the jobs again.
-                self.after_upload(video, true).await?;
+                self.after_upload(video, true, firmware).await?;
                 return Ok(self.acker.settle(durable, &Outcome::Done).await?);
             }
             Err(e) => e,
@@ -279,7 +290,22 @@ impl<'a> Shard<'a> {
     /// The jobs that follow a finished upload: a verify job (when
     /// moderation is configured and `review` holds) and an encode job (when
     /// fflow is). Both are idempotent, so publishing twice is harmless.
-    async fn after_upload(&self, video: VideoId, review: bool) -> anyhow::Result<()> {
+    /// A firmware's file instead gets the fleet's seal job, and nothing of
+    /// a video's.
+    async fn after_upload(
+        &self,
+        video: VideoId,
+        review: bool,
+        firmware: Option<uuid::Uuid>,
+    ) -> anyhow::Result<()> {
+        if let Some(firmware) = firmware {
+            return self
+                .ctx
+                .publisher
+                .publish_fleet_job(FleetJob::Seal(FirmwareId(firmware)))
+                .await
+                .context("publishing the seal job");
+        }
         let mut kinds = Vec::new();
         if review && self.ctx.config.moderation.is_some() {
             kinds.push(JobKind::Verify);

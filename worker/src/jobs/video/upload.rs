@@ -118,6 +118,8 @@ pub struct Upload {
     last_chunk_at: Instant,
     /// Sends new bytes on to the upload's fflow replica, when it has one.
     pub forwarder: Option<Forwarder>,
+    /// The fleet firmware whose file this is, if it is one.
+    firmware: Option<uuid::Uuid>,
 }
 
 /// Parts of one upload sent to S3 at once. Each holds its bytes (no copy:
@@ -177,6 +179,7 @@ impl Upload {
             in_flight: VecDeque::new(),
             last_chunk_at: Instant::now(),
             forwarder: None,
+            firmware: v.firmware_id,
         })))
     }
 
@@ -355,6 +358,12 @@ impl Upload {
         self.buffer.push(data);
         self.pending.push((tag, self.have()));
         Accepted::Buffered
+    }
+
+    /// The fleet firmware whose file this is, if it is one (not forwarded
+    /// to fflow, not encoded).
+    pub fn firmware(&self) -> Option<uuid::Uuid> {
+        self.firmware
     }
 
     /// The upload's size and the end of what is durable.
@@ -708,6 +717,7 @@ mod tests {
             in_flight: VecDeque::new(),
             last_chunk_at: Instant::now(),
             forwarder: None,
+            firmware: None,
         }
     }
 
