@@ -3,10 +3,13 @@ SHELL := /bin/bash
 
 # Development defaults; override any of them in the environment.
 export REELAY_JWT_SECRET ?= reelay-dev-secret
+# Development only: the Ed25519 seed firmware is signed with (base64 of
+# "reelay-development-firmware-key!"); production sets its own.
+export REELAY_FLEET_SIGNING_KEY ?= cmVlbGF5LWRldmVsb3BtZW50LWZpcm13YXJlLWtleSE=
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build web token bench bench-api bench-encode rebuild-projections lint
+.PHONY: up test services build web token bench bench-api bench-encode bench-fleet rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -58,6 +61,13 @@ bench-api: services
 bench-encode: services
 	cargo build --release --bins
 	./target/release/reelay-encode-bench $(BENCH_ARGS)
+
+## Fleet: reports and queries under load (wrk), and a 10,000-device
+## rollout at 500/s against its ideal time; see BENCHMARKS.md.
+bench-fleet: services
+	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+	cargo build --release --bins
+	./target/release/reelay-fleet-bench $(BENCH_ARGS)
 
 rebuild-projections: build
 	./target/debug/reelay-worker rebuild-projections

@@ -14,9 +14,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# Each binary runs as a child of this shell (its output through a
+# prefixing sed), so the pid kept is the binary's own and SIGTERM reaches it.
 run() {
   local name=$1; shift
-  ( env REELAY_REPLICA="$name" "$@" 2>&1 | sed -u "s/^/[$name] /" ) &
+  env REELAY_REPLICA="$name" "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 

@@ -7,13 +7,12 @@
 //! read path does not care how they got there); links are presigned
 //! locally, so Garage is not involved.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use reelay_api::auth::Role;
+use reelay_bench::wrk;
 use reelay_tests::TestEnv;
-use tokio::process::Command;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -75,54 +74,4 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let _ = api.kill().await;
     result
-}
-
-struct WrkRun {
-    requests_per_sec: f64,
-    p50: String,
-    p99: String,
-    non_2xx: u64,
-}
-
-async fn wrk(url: &str, script: &str, connections: u32, seconds: u64) -> anyhow::Result<WrkRun> {
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), script)?;
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(file.path())
-        .arg(url)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running wrk (make bench-api installs it)")?;
-    if !out.status.success() {
-        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8(out.stdout)?;
-    let field = |prefix: &str| {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(WrkRun {
-        requests_per_sec: field("Requests/sec:")
-            .context("wrk printed Requests/sec")?
-            .parse()?,
-        p50: field("50%").context("wrk printed the 50% latency")?,
-        p99: field("99%").context("wrk printed the 99% latency")?,
-        non_2xx: field("Non-2xx or 3xx responses:").map_or(Ok(0), |n| n.parse())?,
-    })
 }

@@ -2,8 +2,8 @@
 //! its own database, queues and key prefixes, and starts the release
 //! binaries from the settings it built): reading what processes cost.
 
-use anyhow::Context;
-use tokio::process::Child;
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -53,4 +53,63 @@ pub fn peak_rss_mib(child: &Child) -> anyhow::Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmHWM in /proc/<pid>/status")?;
     Ok(kib / 1024.0)
+}
+
+/// What wrk measured.
+pub struct WrkRun {
+    pub requests_per_sec: f64,
+    pub p50: String,
+    pub p99: String,
+    pub non_2xx: u64,
+}
+
+/// Runs wrk (2 threads, `connections`, `seconds`, latency percentiles)
+/// with the Lua `script` against `url`.
+pub async fn wrk(
+    url: &str,
+    script: &str,
+    connections: u32,
+    seconds: u64,
+) -> anyhow::Result<WrkRun> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), script)?;
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(file.path())
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running wrk (make bench-api installs it)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+    };
+    // Let the server settle before the next load.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(WrkRun {
+        requests_per_sec: field("Requests/sec:")
+            .context("wrk printed Requests/sec")?
+            .parse()?,
+        p50: field("50%").context("wrk printed the 50% latency")?,
+        p99: field("99%").context("wrk printed the 99% latency")?,
+        non_2xx: field("Non-2xx or 3xx responses:").map_or(Ok(0), |n| n.parse())?,
+    })
 }

@@ -75,7 +75,7 @@ pub struct PushConfig {
 pub struct SchedulerConfig {
     pub replica: String,
     pub interval: Duration,
-    /// `REELAY_FLEET_TICK_MS` (default 250): time between rollout driver
+    /// `REELAY_FLEET_TICK_MS` (default 100): time between rollout driver
     /// passes.
     pub fleet_tick: Duration,
     pub lease_ttl: Duration,
@@ -104,7 +104,7 @@ impl SchedulerConfig {
         let config = Self {
             replica: env.var_or("REELAY_REPLICA", "scheduler"),
             interval: env.millis_or("REELAY_SCHEDULER_INTERVAL_MS", 30_000)?,
-            fleet_tick: env.millis_or("REELAY_FLEET_TICK_MS", 250)?,
+            fleet_tick: env.millis_or("REELAY_FLEET_TICK_MS", 100)?,
             lease_ttl,
             rules: ReapRules {
                 pending_timeout: env.secs_or("REELAY_PENDING_TIMEOUT_SECS", 3_600)?,

@@ -248,6 +248,34 @@ impl Publisher {
         }
     }
 
+    /// Publishes many messages on one channel without waiting in between,
+    /// then waits for every confirm: a batch costs one round of confirms,
+    /// not one per message.
+    pub async fn publish_all_confirmed(
+        &self,
+        messages: Vec<(String, BasicProperties)>,
+    ) -> Result<(), lapin::Error> {
+        let channel = self.channel().await?;
+        let mut confirms = Vec::new();
+        for (queue, properties) in messages {
+            match self.publish(&channel, &queue, properties, &[]).await {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    self.reset().await;
+                    return Err(e);
+                }
+            }
+        }
+        for confirm in confirms {
+            if !matches!(confirm.await?, Confirmation::Ack(None)) {
+                return Err(io_error(std::io::Error::other(
+                    "the broker did not take a message",
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes one message (mandatory: an unroutable one comes back); await
     /// the returned confirm before counting it durable.
     pub async fn publish(

@@ -44,6 +44,9 @@ pub trait Aggregate: Send + Sync + 'static {
     const TYPE: &'static str;
     /// Its projection tables, in the order a rebuild empties them.
     const TABLES: &'static [&'static str];
+    /// Whether it may be appended in bulk ([`AppendTx::append_many`]): it
+    /// has no [`Aggregate::recorded`] hook to miss.
+    const BULK: bool = false;
     type Id: AggregateId<Aggregate = Self>;
     type Event: Event;
     /// What `decide` sees: the aggregate's projection rows.
@@ -86,6 +89,39 @@ pub trait Aggregate: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
         let _ = (conn, id, before, event, seq, at);
         async { Ok(()) }
+    }
+
+    /// The states of many aggregates, locked, in the order of `ids`: what
+    /// [`AppendTx::append_many`] decides on. The default loads them one by
+    /// one; an aggregate written in bulk loads them in one statement.
+    fn load_many(
+        conn: &mut PgConnection,
+        ids: &[Self::Id],
+    ) -> impl Future<Output = Result<Vec<Self::State>, sqlx::Error>> + Send {
+        async move {
+            let mut states = Vec::with_capacity(ids.len());
+            for id in ids {
+                states.push(Self::load(&mut *conn, *id, true).await?);
+            }
+            Ok(states)
+        }
+    }
+
+    /// Applies many events, in order, as [`Aggregate::apply`] would one by
+    /// one (a rebuild does exactly that, so the rows must come out the
+    /// same). The default loops; an aggregate written in bulk applies them
+    /// in a few set-based statements.
+    fn apply_many(
+        conn: &mut PgConnection,
+        events: &[(Self::Id, i32, &Self::Event)],
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        async move {
+            for (id, version, event) in events {
+                Self::apply(&mut *conn, *id, *version, event, at).await?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -315,6 +351,87 @@ impl AppendTx {
             A::<I>::recorded(&mut self.tx, id, &current, event, seq, recorded_at).await?;
         }
         Ok(out)
+    }
+
+    /// Appends to many aggregates of one type at once: their states are
+    /// loaded (locked) together, `decide` runs for each in the order of
+    /// `ids`, and every event is inserted with one statement and applied
+    /// with [`Aggregate::apply_many`]. For bulk writes (a thousand device
+    /// reports) where one append per aggregate costs a round trip each.
+    /// `ids` must be distinct and sorted (the locking order). The
+    /// [`Aggregate::recorded`] hook is not called: only aggregates without
+    /// an outbox (`Aggregate::BULK`) may be written this way.
+    pub async fn append_many<I, R>(
+        &mut self,
+        ids: &[I],
+        mut decide: impl FnMut(
+            I,
+            &<I::Aggregate as Aggregate>::State,
+        ) -> Result<
+            (Vec<<I::Aggregate as Aggregate>::Event>, R),
+            <I::Aggregate as Aggregate>::Rejection,
+        >,
+    ) -> Result<Vec<R>, AppendError<<I::Aggregate as Aggregate>::Rejection>>
+    where
+        I: AggregateId,
+    {
+        type A<I> = <I as AggregateId>::Aggregate;
+        assert!(
+            A::<I>::BULK,
+            "{} has an outbox; it is appended one at a time",
+            A::<I>::TYPE
+        );
+        let states = A::<I>::load_many(&mut self.tx, ids).await?;
+        let mut outs = Vec::with_capacity(ids.len());
+        let mut decided = Vec::new();
+        for (id, state) in ids.iter().zip(&states) {
+            let (events, out) = decide(*id, state).map_err(AppendError::Rejected)?;
+            outs.push(out);
+            let mut version = A::<I>::version(state);
+            for event in events {
+                version += 1;
+                decided.push((*id, version, event));
+            }
+        }
+        if decided.is_empty() {
+            return Ok(outs);
+        }
+        let recorded_at = Utc::now().trunc_subsecs(6);
+        let (mut uuids, mut versions, mut kinds, mut payloads) = (
+            Vec::with_capacity(decided.len()),
+            Vec::with_capacity(decided.len()),
+            Vec::with_capacity(decided.len()),
+            Vec::with_capacity(decided.len()),
+        );
+        for (id, version, event) in &decided {
+            uuids.push(id.uuid());
+            versions.push(*version);
+            kinds.push(event.kind());
+            payloads
+                .push(serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, version, kind, payload, recorded_at) \
+             SELECT $1, i, v, k, p, $6 FROM unnest($2::uuid[], $3::int[], $4::text[], $5::jsonb[]) AS u (i, v, k, p)",
+        )
+        .bind(A::<I>::TYPE)
+        .bind(&uuids)
+        .bind(&versions)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(recorded_at)
+        .execute(&mut *self.tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(match e.as_database_error().and_then(|d| d.constraint()) {
+                Some("events_aggregate_version_key") => AppendError::Conflict,
+                _ => AppendError::Database(e),
+            });
+        }
+        let applied: Vec<(I, i32, &<A<I> as Aggregate>::Event)> =
+            decided.iter().map(|(id, v, e)| (*id, *v, e)).collect();
+        A::<I>::apply_many(&mut self.tx, &applied, recorded_at).await?;
+        Ok(outs)
     }
 
     /// The connection, for the reads and locks a decision needs beyond one

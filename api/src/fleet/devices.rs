@@ -91,25 +91,28 @@ pub async fn register(store: &Store, devices: Vec<Registration>) -> ApiResult<Re
     ordered.sort_by_key(|(id, _)| *id);
     let mut tx = store.begin().await?;
     let mut outcome = Registered::default();
-    let mut new_devices = Vec::new();
-    for (id, device) in ordered {
-        let event = DeviceEvent::Registered {
-            external_id: device.external_id.clone(),
-            model: device.model.clone(),
-        };
-        let change = tx
-            .append(id, |current| {
-                Ok::<_, DeviceRejection>(match current {
-                    None => (vec![event], 0),
-                    Some(d) if d.model != device.model => (vec![event], 1),
-                    Some(_) => (vec![], 2),
-                })
+    let ids: Vec<DeviceId> = ordered.iter().map(|(id, _)| *id).collect();
+    let wanted: HashMap<DeviceId, &Registration> = ordered.iter().map(|(id, d)| (*id, d)).collect();
+    let changes = tx
+        .append_many(&ids, |id, current| {
+            let device = wanted[&id];
+            let event = DeviceEvent::Registered {
+                external_id: device.external_id.clone(),
+                model: device.model.clone(),
+            };
+            Ok::<_, DeviceRejection>(match current {
+                None => (vec![event], 0),
+                Some(d) if d.model != device.model => (vec![event], 1),
+                Some(_) => (vec![], 2),
             })
-            .await?;
+        })
+        .await?;
+    let mut new_devices = Vec::new();
+    for ((_, device), change) in ordered.iter().zip(changes) {
         match change {
             0 => {
                 outcome.registered += 1;
-                new_devices.push(device);
+                new_devices.push(device.clone());
             }
             1 => outcome.updated += 1,
             _ => outcome.unchanged += 1,
@@ -402,24 +405,31 @@ async fn write(
         by_device.sort_by_key(|(id, _)| *id);
     }
     let mut reported: HashMap<(DeviceId, &str), Option<FirmwareId>> = HashMap::new();
-    for (device, reports) in &by_device {
-        let events: Vec<DeviceEvent> = reports
-            .iter()
-            .map(|(_, r)| {
-                let known = firmware.get(&(r.component.as_str(), r.version.as_str()));
-                DeviceEvent::VersionReported {
-                    component: r.component.clone(),
-                    version: r.version.clone(),
-                    firmware_id: known.map(|k| k.0),
-                    version_num: known.map(|k| k.1),
-                }
-            })
-            .collect();
-        tx.append(*device, |current| match current {
-            Some(_) => Ok((events, ())),
-            None => Err(DeviceRejection::NotRegistered(device.to_string())),
+    let ids: Vec<DeviceId> = by_device.iter().map(|(id, _)| *id).collect();
+    let mut events: HashMap<DeviceId, Vec<DeviceEvent>> = by_device
+        .iter()
+        .map(|(device, reports)| {
+            let events = reports
+                .iter()
+                .map(|(_, r)| {
+                    let known = firmware.get(&(r.component.as_str(), r.version.as_str()));
+                    DeviceEvent::VersionReported {
+                        component: r.component.clone(),
+                        version: r.version.clone(),
+                        firmware_id: known.map(|k| k.0),
+                        version_num: known.map(|k| k.1),
+                    }
+                })
+                .collect();
+            (*device, events)
         })
-        .await?;
+        .collect();
+    tx.append_many(&ids, |device, current| match current {
+        Some(_) => Ok((events.remove(&device).unwrap_or_default(), ())),
+        None => Err(DeviceRejection::NotRegistered(device.to_string())),
+    })
+    .await?;
+    for (device, reports) in &by_device {
         for (n, r) in reports {
             if let Ok(answer) = &mut answers[*n] {
                 answer.recorded += 1;
@@ -438,25 +448,27 @@ async fn write(
     .bind(&ids)
     .fetch_all(&mut *tx.conn())
     .await?;
-    let mut finished = Vec::new();
-    for update in in_flight {
-        let reached = reported.get(&(update.device_id, update.component.as_str()));
-        if reached != Some(&Some(update.firmware_id)) {
-            continue;
-        }
-        let ended = tx
-            .append(update.update_id, |current| {
-                let u = current.as_ref().ok_or(UpdateRejection::NotFound)?;
-                Ok(match u.state.in_flight() {
-                    true => (vec![UpdateEvent::Succeeded], true),
-                    false => (vec![], false),
-                })
+    let reached: Vec<InFlight> = in_flight
+        .into_iter()
+        .filter(|u| {
+            reported.get(&(u.device_id, u.component.as_str())) == Some(&Some(u.firmware_id))
+        })
+        .collect();
+    let ids: Vec<UpdateId> = reached.iter().map(|u| u.update_id).collect();
+    let ended = tx
+        .append_many(&ids, |_, current| {
+            let u = current.as_ref().ok_or(UpdateRejection::NotFound)?;
+            Ok(match u.state.in_flight() {
+                true => (vec![UpdateEvent::Succeeded], true),
+                false => (vec![], false),
             })
-            .await?;
-        if ended {
-            finished.push(update);
-        }
-    }
+        })
+        .await?;
+    let finished: Vec<InFlight> = reached
+        .into_iter()
+        .zip(ended)
+        .filter_map(|(u, ended)| ended.then_some(u))
+        .collect();
     tx.commit().await?;
     for update in &finished {
         let seconds = (Utc::now() - update.requested_at).num_milliseconds().max(0) as f64 / 1000.0;

@@ -141,12 +141,7 @@ pub async fn create(state: &AppState, admin: UserId, new: NewRollout) -> ApiResu
             Selection::Devices(devices)
         }
         (None, Some(filter)) => {
-            if let Some(m) = filter
-                .models
-                .iter()
-                .flatten()
-                .find(|m| !models.contains(m))
-            {
+            if let Some(m) = filter.models.iter().flatten().find(|m| !models.contains(m)) {
                 return Err(bad(format!("filter: unknown model '{m}'")));
             }
             if filter.version_below.is_some_and(|n| n < 0) {

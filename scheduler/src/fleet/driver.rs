@@ -333,31 +333,33 @@ impl Driver {
             if still.map(|(s,)| s) != Some(RolloutState::Running) {
                 return Ok(());
             }
-            let mut released = Vec::with_capacity(batch.len());
-            for device in &batch {
-                let id = UpdateId::new();
-                let requested = UpdateEvent::Requested {
-                    rollout_id: rollout.id,
-                    wave: device.wave as u32,
-                    device_id: device.device_id,
-                    external_id: device.external_id.clone(),
-                    component: device.component.clone(),
-                    firmware_id: device.firmware_id,
-                    attempt: device.attempts as u32 + 1,
-                };
-                tx.append(id, |current| match current {
-                    None => Ok((vec![requested], ())),
+            // Sorted, as append_many wants them (which id goes to which
+            // device does not matter: they are all new).
+            let mut released: Vec<UpdateId> = batch.iter().map(|_| UpdateId::new()).collect();
+            released.sort();
+            let mut devices = batch.iter();
+            tx.append_many(&released, |_, current| {
+                let device = devices.next().expect("one device per id");
+                match current {
+                    None => Ok((
+                        vec![UpdateEvent::Requested {
+                            rollout_id: rollout.id,
+                            wave: device.wave as u32,
+                            device_id: device.device_id,
+                            external_id: device.external_id.clone(),
+                            component: device.component.clone(),
+                            firmware_id: device.firmware_id,
+                            attempt: device.attempts as u32 + 1,
+                        }],
+                        (),
+                    )),
                     Some(u) => Err(UpdateRejection::Moved(u.state)),
-                })
-                .await?;
-                released.push(id);
-            }
+                }
+            })
+            .await?;
             tx.commit().await?;
-            for id in &released {
-                self.publisher
-                    .publish_fleet_job(FleetJob::Update(*id))
-                    .await?;
-            }
+            let jobs: Vec<FleetJob> = released.iter().map(|id| FleetJob::Update(*id)).collect();
+            self.publisher.publish_fleet_jobs(&jobs).await?;
             driven.released += released.len() as u32;
             room -= released.len() as i64;
         }

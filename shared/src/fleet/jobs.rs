@@ -85,6 +85,16 @@ pub fn queues(topology: &Topology) -> Vec<QueueSpec> {
 }
 
 impl Publisher {
+    /// Publishes fleet jobs and waits for the broker's confirms (all at once).
+    pub async fn publish_fleet_jobs(&self, jobs: &[FleetJob]) -> Result<(), lapin::Error> {
+        let queue = self.topology().fleet_queue();
+        let messages = jobs
+            .iter()
+            .map(|job| (queue.clone(), job.properties()))
+            .collect();
+        self.publish_all_confirmed(messages).await
+    }
+
     /// Publishes a fleet job and waits for the broker's confirm.
     pub async fn publish_fleet_job(&self, job: FleetJob) -> Result<(), lapin::Error> {
         let queue = self.topology().fleet_queue();

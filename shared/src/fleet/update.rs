@@ -71,6 +71,7 @@ impl AggregateId for UpdateId {
 impl Aggregate for UpdateAggregate {
     const TYPE: &'static str = "device_update";
     const TABLES: &'static [&'static str] = &["device_updates"];
+    const BULK: bool = true;
     type Id = UpdateId;
     type Event = UpdateEvent;
     type State = Option<DeviceUpdate>;
@@ -94,6 +95,166 @@ impl Aggregate for UpdateAggregate {
 
     fn version(state: &Option<DeviceUpdate>) -> i32 {
         state.as_ref().map_or(0, |u| u.version)
+    }
+
+    /// One statement for all of them, locked in id order.
+    async fn load_many(
+        conn: &mut PgConnection,
+        ids: &[UpdateId],
+    ) -> Result<Vec<Option<DeviceUpdate>>, sqlx::Error> {
+        let uuids: Vec<Uuid> = ids.iter().map(|u| u.0).collect();
+        let rows: Vec<DeviceUpdate> = sqlx::query_as(
+            "SELECT * FROM device_updates WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&uuids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_id: std::collections::HashMap<UpdateId, DeviceUpdate> =
+            rows.into_iter().map(|u| (u.id, u)).collect();
+        Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+    }
+
+    /// Releases (`Requested`, each a new update) and plain state changes in
+    /// a few set-based statements; anything else (or two events of one
+    /// update) one by one, as `apply` does.
+    async fn apply_many(
+        conn: &mut PgConnection,
+        events: &[(UpdateId, i32, &UpdateEvent)],
+        at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let distinct: std::collections::HashSet<UpdateId> =
+            events.iter().map(|(id, _, _)| *id).collect();
+        let simple = distinct.len() == events.len()
+            && events.iter().all(|(_, _, e)| {
+                matches!(
+                    e,
+                    UpdateEvent::Requested { .. }
+                        | UpdateEvent::Acknowledged
+                        | UpdateEvent::Succeeded
+                )
+            });
+        if !simple {
+            for (id, version, event) in events {
+                Self::apply(&mut *conn, *id, *version, event, at).await?;
+            }
+            return Ok(());
+        }
+        let mut requested = Vec::new();
+        let mut moved: Vec<(Uuid, i32, UpdateState)> = Vec::new();
+        for (id, version, event) in events {
+            match event {
+                UpdateEvent::Requested { .. } => requested.push((*id, *version, *event)),
+                UpdateEvent::Acknowledged => {
+                    moved.push((id.0, *version, UpdateState::Acknowledged))
+                }
+                _ => moved.push((id.0, *version, UpdateState::Succeeded)),
+            }
+        }
+        if !requested.is_empty() {
+            let (
+                mut ids,
+                mut rollouts,
+                mut waves,
+                mut devices,
+                mut externals,
+                mut components,
+                mut firmware,
+                mut attempts,
+                mut versions,
+            ) = (
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            );
+            for (id, version, event) in &requested {
+                let UpdateEvent::Requested {
+                    rollout_id,
+                    wave,
+                    device_id,
+                    external_id,
+                    component,
+                    firmware_id,
+                    attempt,
+                } = event
+                else {
+                    unreachable!("only releases here")
+                };
+                ids.push(id.0);
+                rollouts.push(rollout_id.0);
+                waves.push(*wave as i32);
+                devices.push(device_id.0);
+                externals.push(external_id.as_str());
+                components.push(component.as_str());
+                firmware.push(firmware_id.0);
+                attempts.push(*attempt as i32);
+                versions.push(*version);
+            }
+            sqlx::query(
+                "INSERT INTO device_updates (id, rollout_id, wave, device_id, external_id, component, \
+                 firmware_id, attempt, state, requested_at, version, updated_at) \
+                 SELECT i, r, w, d, e, c, f, a, 'requested', $10, v, $10 FROM unnest($1::uuid[], $2::uuid[], \
+                   $3::int[], $4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::int[], $9::int[]) \
+                   AS u (i, r, w, d, e, c, f, a, v)",
+            )
+            .bind(&ids)
+            .bind(&rollouts)
+            .bind(&waves)
+            .bind(&devices)
+            .bind(&externals)
+            .bind(&components)
+            .bind(&firmware)
+            .bind(&attempts)
+            .bind(&versions)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE rollout_devices p SET state = 'requested', update_id = u.i, attempts = u.a \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int[]) AS u (r, d, c, i, a) \
+                 WHERE p.rollout_id = u.r AND p.device_id = u.d AND p.component = u.c",
+            )
+            .bind(&rollouts)
+            .bind(&devices)
+            .bind(&components)
+            .bind(&ids)
+            .bind(&attempts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !moved.is_empty() {
+            let ids: Vec<Uuid> = moved.iter().map(|m| m.0).collect();
+            let versions: Vec<i32> = moved.iter().map(|m| m.1).collect();
+            let states: Vec<UpdateState> = moved.iter().map(|m| m.2).collect();
+            sqlx::query(
+                "UPDATE device_updates d SET state = u.s, version = u.v, updated_at = $4, \
+                 acknowledged_at = CASE WHEN u.s = 'acknowledged' THEN $4 ELSE d.acknowledged_at END, \
+                 finished_at = CASE WHEN u.s = 'succeeded' THEN $4 ELSE d.finished_at END \
+                 FROM unnest($1::uuid[], $2::int[], $3::device_update_state[]) AS u (i, v, s) WHERE d.id = u.i",
+            )
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&states)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE rollout_devices p SET state = u.s, \
+                 finished_at = CASE WHEN u.s = 'succeeded' THEN $3 ELSE p.finished_at END \
+                 FROM unnest($1::uuid[], $2::device_update_state[]) AS u (i, s) WHERE p.update_id = u.i",
+            )
+            .bind(&ids)
+            .bind(&states)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(

@@ -22,12 +22,14 @@ use crate::{config::FleetBackend, consumer::Outcome, jobs::Context};
 
 /// The limiter runs a little under the rollout's rate, so the jitter between
 /// a slot and the request's arrival never puts one second over the rate.
-const RATE_MARGIN: f64 = 0.98;
+const RATE_MARGIN: f64 = 0.96;
 /// Backoff of repeated calls: from 1 s, doubling to 32 s.
 const CALL_RETRY: RetryPolicy = RetryPolicy {
     attempts: 0,
     base: Duration::from_secs(1),
 };
+/// A wait for a rate slot after which the update's state is read again.
+const LONG_WAIT: Duration = Duration::from_secs(2);
 /// Tries of a cancel before it is dead-lettered.
 const CANCEL_TRIES: u32 = 10;
 
@@ -144,15 +146,19 @@ pub async fn request(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Resul
         "signature": firmware.signature,
     }))?;
     let rate = f64::from(rollout.spec.rate_per_sec) * RATE_MARGIN;
-    ctx.limiter
+    let waited = ctx
+        .limiter
         .acquire(&format!("fleet:{}", rollout.id), rate)
         .await?;
-    // The wait may have been long: cancelled or timed out meanwhile?
-    if !ctx
-        .store
-        .device_update(id)
-        .await?
-        .is_some_and(|u| u.state == UpdateState::Requested)
+    // After a long wait, the update may have been cancelled or timed out
+    // meanwhile. (Only then: a read between the slot and the call would
+    // bunch calls together and break the rate.)
+    if waited > LONG_WAIT
+        && !ctx
+            .store
+            .device_update(id)
+            .await?
+            .is_some_and(|u| u.state == UpdateState::Requested)
     {
         return Ok(Outcome::Done);
     }
