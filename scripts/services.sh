@@ -6,6 +6,7 @@
 #   RabbitMQ   127.0.0.1:5672 (guest/guest)
 #   Redis      127.0.0.1:6379
 #   Garage     127.0.0.1:3900 (S3), bucket reelay, dev key (scripts/garage.sh)
+#   ClickHouse 127.0.0.1:8123 (HTTP), Debian's 18.16 (scripts/clickhouse.sh)
 #   ffmpeg     ffmpeg and ffprobe, which fflow runs and the tests probe with
 #   tuspy      the Python tus client the tests drive
 #   Node.js    npm and node, which bundle the browser code (web/)
@@ -73,6 +74,9 @@ fi
 
 # Garage (S3)
 "$here/garage.sh"
+
+# ClickHouse (the analytics store)
+"$here/clickhouse.sh"
 
 # ffmpeg (fflow encodes with it; the tests make and probe videos with it)
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then

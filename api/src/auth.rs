@@ -140,6 +140,52 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller who may be anonymous: no Authorization header is `None`; a
+/// header with a token that does not verify is still 401.
+#[derive(Clone, Copy, Debug)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(Self(None));
+        }
+        Caller::from_request_parts(parts, state)
+            .await
+            .map(|c| Self(Some(c)))
+    }
+}
+
+/// A user or an admin: someone who reacts, comments, keeps bookmarks and a
+/// watch history. A service token gets 403.
+#[derive(Clone, Copy, Debug)]
+pub struct Person(pub Caller);
+
+impl FromRequestParts<AppState> for Person {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::User | Role::Admin => Ok(Self(caller)),
+            Role::Service => Err(ApiError::Forbidden(
+                "service tokens may not use this endpoint",
+            )),
+        }
+    }
+}
+
 /// A caller who owns videos: a user or an admin (admins upload onboarding
 /// content). A service token gets 403.
 #[derive(Clone, Copy, Debug)]
@@ -152,13 +198,8 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        match caller.role {
-            Role::User | Role::Admin => Ok(Self(caller.user)),
-            Role::Service => Err(ApiError::Forbidden(
-                "service tokens may not use this endpoint",
-            )),
-        }
+        let Person(caller) = Person::from_request_parts(parts, state).await?;
+        Ok(Self(caller.user))
     }
 }
 

@@ -2,9 +2,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use reelay_shared::config::{
-    AmqpConfig, ConfigError, DatabaseConfig, Env, LockConfig, RedisConfig, S3Config, UploadConfig,
-    Vars, optional, secs,
+use reelay_shared::{
+    clickhouse::ClickHouseConfig,
+    config::{
+        AmqpConfig, ConfigError, DatabaseConfig, Env, LockConfig, RedisConfig, S3Config,
+        UploadConfig, Vars, millis, optional, secs,
+    },
 };
 
 /// `REELAY_HTTP_ADDR` (default `127.0.0.1:8080`), `REELAY_JWT_SECRET`
@@ -41,6 +44,11 @@ pub struct ApiConfig {
     /// api from, comma-separated, `*` for any. `scripts/bucket-cors.sh`
     /// gives the bucket the same list, so players can fetch segments.
     pub cors_origins: Vec<String>,
+    /// Where statistics are read from.
+    pub clickhouse: ClickHouseConfig,
+    /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
+    /// view once it played this long (or completed).
+    pub view_threshold: Duration,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
@@ -66,6 +74,8 @@ impl ApiConfig {
             moderation_secret: env.get("REELAY_MODERATION_SECRET"),
             service_links_unverified: env.parse_or("REELAY_SERVICE_LINKS_UNVERIFIED", true)?,
             cors_origins: cors_origins(env)?,
+            clickhouse: ClickHouseConfig::read(env)?,
+            view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
             amqp: AmqpConfig::read(env)?,
             redis: RedisConfig::read(env)?,
@@ -92,7 +102,9 @@ impl ApiConfig {
                 self.service_links_unverified.to_string(),
             ),
             ("REELAY_CORS_ORIGINS", self.cors_origins.join(",")),
+            ("REELAY_VIEW_THRESHOLD_MS", millis(self.view_threshold)),
         ];
+        vars.extend(self.clickhouse.to_env());
         vars.extend(self.s3.to_env());
         vars.extend(self.database.to_env());
         vars.extend(self.amqp.to_env());

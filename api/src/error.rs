@@ -7,6 +7,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use reelay_shared::{
+    clickhouse::ClickHouseError,
+    engagement::EngagementRejection,
     fleet::{DeviceRejection, FirmwareRejection, RolloutRejection, UpdateRejection},
     store::AppendError,
     video::{VideoRejection, VideoStatus, profile::ProfileRejection},
@@ -79,7 +81,8 @@ pub enum ApiError {
     /// 460: the body does not match Upload-Checksum.
     #[error("the body does not match Upload-Checksum")]
     ChecksumMismatch,
-    /// 503: a service we depend on (the broker) is unavailable.
+    /// 503: a service we depend on (the broker, the analytics store) is
+    /// unavailable.
     #[error("{0}")]
     Unavailable(&'static str),
     /// 500: a bug or an unexpected failure; logged, not shown.
@@ -180,6 +183,32 @@ impl From<UpdateRejection> for ApiError {
         match rejection {
             UpdateRejection::NotFound => Self::NoSuch("device update"),
             other => Self::WrongState(other.to_string()),
+        }
+    }
+}
+
+impl From<EngagementRejection> for ApiError {
+    fn from(rejection: EngagementRejection) -> Self {
+        match rejection {
+            EngagementRejection::NoSuchComment => Self::NoSuch("comment"),
+            EngagementRejection::NotTheAuthor => {
+                Self::Forbidden("only its author or an admin deletes a comment")
+            }
+            other @ EngagementRejection::CommentExists => Self::WrongState(other.to_string()),
+        }
+    }
+}
+
+/// Statistics come from the analytics store; while it is down they are
+/// unavailable (and nothing else is). A refused query is a bug.
+impl From<ClickHouseError> for ApiError {
+    fn from(e: ClickHouseError) -> Self {
+        match e {
+            ClickHouseError::Unreachable(_) => {
+                tracing::warn!(error = %e, "analytics store unavailable");
+                Self::Unavailable("the analytics store is unavailable; retry later")
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("analytics store")),
         }
     }
 }

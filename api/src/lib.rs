@@ -8,6 +8,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod cursor;
+pub mod engagement;
 pub mod error;
 pub mod fleet;
 pub mod routes;

@@ -10,6 +10,8 @@ use axum::{
     response::Response,
 };
 use reelay_shared::{
+    clickhouse::ClickHouse,
+    engagement::analytics,
     lock::Locks,
     mq::{Publisher, Topology},
     storage::Storage,
@@ -22,7 +24,13 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth::Verifier, config::ApiConfig, routes, state::AppState};
+use crate::{
+    auth::Verifier,
+    config::ApiConfig,
+    engagement::events::{Audiences, PlaybackSink},
+    routes,
+    state::AppState,
+};
 
 pub struct Application {
     listener: TcpListener,
@@ -54,8 +62,15 @@ impl Application {
             tracing::warn!(error = %e, "broker unavailable at start-up; PATCH answers 503 until it is back");
         }
         let reports = crate::fleet::devices::Reports::start(store.clone());
+        let clickhouse = ClickHouse::new(&config.clickhouse);
+        if let Err(e) = analytics::migrate(&clickhouse).await {
+            tracing::warn!(error = %e, "ClickHouse unavailable at start-up; statistics answer 503 until it is back");
+        }
         let state = AppState {
             reports,
+            playback: PlaybackSink::start(publisher.clone()),
+            audiences: Audiences::default(),
+            clickhouse,
             store,
             publisher,
             locks: Locks::new(
@@ -135,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             Method::POST,
             Method::HEAD,
             Method::PATCH,
+            Method::PUT,
             Method::DELETE,
             Method::OPTIONS,
         ])

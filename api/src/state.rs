@@ -5,9 +5,15 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
-use reelay_shared::{lock::Locks, mq::Publisher, storage::Storage, store::Store};
+use reelay_shared::{
+    clickhouse::ClickHouse, lock::Locks, mq::Publisher, storage::Storage, store::Store,
+};
 
-use crate::{auth::Verifier, config::ApiConfig};
+use crate::{
+    auth::Verifier,
+    config::ApiConfig,
+    engagement::events::{Audiences, PlaybackSink},
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,4 +32,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Writes fleet reports in batches (group commit).
     pub reports: crate::fleet::devices::Reports,
+    /// Publishes player events to the playback stream (group commit).
+    pub playback: PlaybackSink,
+    /// Who may watch which video, cached for player events.
+    pub audiences: Audiences,
+    /// The analytics store, for statistics (never on the events' path).
+    pub clickhouse: ClickHouse,
 }

@@ -1,11 +1,14 @@
 //! The work that must run once in the cluster: the reaper, the rollout
-//! driver and the push dispatcher. Any number of replicas may run it (a worker with
+//! driver, the push dispatcher and the UGC outbox relay. Any number of replicas may run it (a worker with
 //! `REELAY_SCHEDULER=true`, or the `reelay-scheduler` binary); a lease in
 //! PostgreSQL lets exactly one of them act at a time.
 
+/// The lease the scheduler runs under (`reelay_shared::lease`).
+pub use reelay_shared::lease;
+
 pub mod config;
+pub mod engagement;
 pub mod fleet;
-pub mod lease;
 pub mod push;
 pub mod video;
 
@@ -14,6 +17,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use reelay_shared::{
+    engagement::outbox,
     lock::{self, Locks},
     mq::{Publisher, Topology},
     push::{NOTIFY_CHANNEL, Platform},
@@ -26,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{PushConfig, SchedulerConfig},
+    engagement::relay::Relay,
     fleet::driver::Driver,
     lease::Lease,
     push::{Dispatcher, Provider, RetryRule, apns, fcm, webhook},
@@ -36,6 +41,8 @@ use crate::{
 pub const LEASE_NAME: &str = "scheduler";
 /// Pass records kept in `scheduler_passes`.
 const PASSES_KEPT: i64 = 1_000;
+/// How often the UGC outbox is looked at without a notification.
+const UGC_POLL: Duration = Duration::from_secs(1);
 /// Redis lock expiry while the reaper holds an upload.
 const REAPER_LOCK_TTL: Duration = Duration::from_secs(5);
 
@@ -43,6 +50,7 @@ pub struct Scheduler {
     lease: Lease,
     reaper: Reaper,
     driver: Driver,
+    relay: Relay,
     dispatcher: Dispatcher,
     store: Store,
     interval: Duration,
@@ -99,19 +107,25 @@ impl Scheduler {
             http: reqwest::Client::new(),
         };
         let topology = Topology::new(&config.amqp);
+        let publisher = Arc::new(Publisher::new(
+            config.amqp.url.clone(),
+            format!("{}-scheduler", config.replica),
+            topology.clone(),
+            reelay_shared::queues(&topology),
+        ));
         let driver = Driver {
             store: store.clone(),
-            publisher: Arc::new(Publisher::new(
-                config.amqp.url.clone(),
-                format!("{}-scheduler", config.replica),
-                topology.clone(),
-                reelay_shared::queues(&topology),
-            )),
+            publisher: publisher.clone(),
+        };
+        let relay = Relay {
+            store: store.clone(),
+            publisher,
         };
         Ok(Self {
             lease,
             reaper,
             driver,
+            relay,
             dispatcher,
             store,
             interval: config.interval,
@@ -133,7 +147,8 @@ impl Scheduler {
             self.lease.campaign(stop.clone()),
             self.reap_loop(stop.clone()),
             self.fleet_loop(stop.clone()),
-            self.push_loop(stop),
+            self.push_loop(stop.clone()),
+            self.ugc_loop(stop),
         );
     }
 
@@ -189,7 +204,40 @@ impl Scheduler {
         }
     }
 
-    async fn push_loop(&self, mut stop: watch::Receiver<bool>) {
+    async fn push_loop(&self, stop: watch::Receiver<bool>) {
+        let round = || async {
+            if let Err(e) = self.push_round().await {
+                tracing::warn!(error = %e, "push round failed");
+            }
+        };
+        self.notified_loop(NOTIFY_CHANNEL, self.push_poll, round, stop)
+            .await;
+    }
+
+    /// Relays the UGC outbox to its stream as rows are written.
+    async fn ugc_loop(&self, stop: watch::Receiver<bool>) {
+        let round = || async {
+            if let Err(e) = self.relay.round(&self.lease).await {
+                tracing::warn!(error = format!("{e:#}"), "relaying UGC events failed");
+            }
+        };
+        self.notified_loop(outbox::NOTIFY_CHANNEL, UGC_POLL, round, stop)
+            .await;
+    }
+
+    /// Runs `round` while leading: at once when `channel` is notified (new
+    /// rows), and every `poll` anyway (retries that came due, a lost
+    /// listener).
+    async fn notified_loop<F, Fut>(
+        &self,
+        channel: &str,
+        poll: Duration,
+        round: F,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let mut listener: Option<PgListener> = None;
         loop {
             tokio::select! {
@@ -197,12 +245,9 @@ impl Scheduler {
                 _ = stop.wait_for(|s| *s) => return,
             }
             if listener.is_none() {
-                listener = self.listen().await;
+                listener = self.listen(channel).await;
             }
-            if let Err(e) = self.push_round().await {
-                tracing::warn!(error = %e, "push round failed");
-            }
-            // New notifications wake us at once; retries come due by time.
+            round().await;
             let woken = async {
                 match listener.as_mut() {
                     Some(l) => l.recv().await.map(drop),
@@ -211,25 +256,25 @@ impl Scheduler {
             };
             tokio::select! {
                 woke = woken => if let Err(e) = woke {
-                    tracing::warn!(error = %e, "push listener lost; polling until it is back");
+                    tracing::warn!(channel, error = %e, "listener lost; polling until it is back");
                     listener = None;
                 },
-                () = tokio::time::sleep(self.push_poll) => {}
+                () = tokio::time::sleep(poll) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
     }
 
-    async fn listen(&self) -> Option<PgListener> {
+    async fn listen(&self, channel: &str) -> Option<PgListener> {
         let listening = async {
             let mut listener = PgListener::connect_with(self.store.pool()).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
+            listener.listen(channel).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         match listening.await {
             Ok(listener) => Some(listener),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new notifications; polling");
+                tracing::warn!(channel, error = %e, "cannot LISTEN; polling");
                 None
             }
         }

@@ -137,12 +137,15 @@ impl DatabaseConfig {
 }
 
 /// `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
-/// `REELAY_QUEUE_PREFIX` (default `reelay`), `REELAY_SHARDS` (default 4).
+/// `REELAY_QUEUE_PREFIX` (default `reelay`), `REELAY_SHARDS` (default 4),
+/// `REELAY_STREAM_MAX_AGE` (default `7D`): how long stream queues keep
+/// messages (RabbitMQ's `x-max-age`: a number and Y, M, D, h, m or s).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AmqpConfig {
     pub url: String,
     pub queue_prefix: String,
     pub shards: u16,
+    pub stream_max_age: String,
 }
 
 impl AmqpConfig {
@@ -158,10 +161,23 @@ impl AmqpConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        let stream_max_age = env.var_or("REELAY_STREAM_MAX_AGE", "7D");
+        let age_ok = stream_max_age.len() >= 2
+            && stream_max_age[..stream_max_age.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            && stream_max_age.ends_with(['Y', 'M', 'D', 'h', 'm', 's']);
+        if !age_ok {
+            return Err(ConfigError::Invalid {
+                name: "REELAY_STREAM_MAX_AGE",
+                reason: "a number and Y, M, D, h, m or s (7D)".into(),
+            });
+        }
         Ok(Self {
             url: env.var_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             queue_prefix: env.var_or("REELAY_QUEUE_PREFIX", "reelay"),
             shards,
+            stream_max_age,
         })
     }
 
@@ -170,6 +186,7 @@ impl AmqpConfig {
             ("AMQP_URL", self.url.clone()),
             ("REELAY_QUEUE_PREFIX", self.queue_prefix.clone()),
             ("REELAY_SHARDS", self.shards.to_string()),
+            ("REELAY_STREAM_MAX_AGE", self.stream_max_age.clone()),
         ]
     }
 }

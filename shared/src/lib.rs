@@ -7,12 +7,15 @@
 //! signing, telemetry, operations endpoints and shutdown.
 //!
 //! Beside it, one folder per product with its domain, events, projections
-//! and queries: [`video`] and [`fleet`]. A product joins the runtime through the
+//! and queries: [`video`], [`fleet`] and [`engagement`]. A product joins the runtime through the
 //! two lists below: its projections (for the rebuild) and its queues.
 
+pub mod clickhouse;
 pub mod config;
+pub mod engagement;
 pub mod fleet;
 pub mod hashing;
+pub mod lease;
 pub mod lock;
 pub mod mq;
 pub mod ops;
@@ -39,11 +42,18 @@ pub const PROJECTIONS: &[&dyn Projection] = &[
     &ProjectionOf::<fleet::DeviceAggregate>::new(),
     &ProjectionOf::<fleet::RolloutAggregate>::new(),
     &ProjectionOf::<fleet::UpdateAggregate>::new(),
+    &ProjectionOf::<engagement::SettingsAggregate>::new(),
+    &ProjectionOf::<engagement::UserVideoAggregate>::new(),
+    &ProjectionOf::<engagement::CommentAggregate>::new(),
 ];
 
 /// Every product's queues, as the api and workers declare them.
 pub fn queues(topology: &mq::Topology) -> Vec<mq::QueueSpec> {
     let mut queues = video::jobs::queues(topology);
     queues.extend(fleet::jobs::queues(topology));
+    queues.extend(engagement::streams::queues(
+        topology,
+        &topology.stream_max_age,
+    ));
     queues
 }

@@ -34,6 +34,8 @@ const DELIVERY_LIMIT: i64 = 50;
 pub struct Topology {
     pub prefix: String,
     pub shards: u16,
+    /// How long stream queues keep messages.
+    pub stream_max_age: String,
 }
 
 impl Topology {
@@ -41,6 +43,7 @@ impl Topology {
         Self {
             prefix: config.queue_prefix.clone(),
             shards: config.shards,
+            stream_max_age: config.stream_max_age.clone(),
         }
     }
 
@@ -55,7 +58,7 @@ impl Topology {
     }
 }
 
-/// One durable quorum queue.
+/// One durable queue: a quorum queue, or a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueSpec {
     pub name: String,
@@ -63,6 +66,9 @@ pub struct QueueSpec {
     pub dead_letter: Option<String>,
     /// One consumer at a time, so messages are handled in order.
     pub single_active_consumer: bool,
+    /// A stream queue (RabbitMQ's append-only, replayable log) that keeps
+    /// messages this long (`7D`, `24h`…), whoever read them.
+    pub stream_max_age: Option<String>,
 }
 
 impl QueueSpec {
@@ -72,15 +78,24 @@ impl QueueSpec {
             name,
             dead_letter: None,
             single_active_consumer: false,
+            stream_max_age: None,
         }
     }
 
     /// A work queue whose failures go to `dead_letter`.
     pub fn work(name: String, dead_letter: String) -> Self {
         Self {
-            name,
             dead_letter: Some(dead_letter),
-            single_active_consumer: false,
+            ..Self::plain(name)
+        }
+    }
+
+    /// A stream queue that keeps messages for `max_age`; consumers read it
+    /// from an offset of their own (`x-stream-offset`).
+    pub fn stream(name: String, max_age: String) -> Self {
+        Self {
+            stream_max_age: Some(max_age),
+            ..Self::plain(name)
         }
     }
 
@@ -94,6 +109,17 @@ impl QueueSpec {
 
     fn arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
+        if let Some(max_age) = &self.stream_max_age {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("stream".into()),
+            );
+            args.insert(
+                "x-max-age".into(),
+                AMQPValue::LongString(max_age.as_str().into()),
+            );
+            return args;
+        }
         args.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
@@ -253,12 +279,12 @@ impl Publisher {
     /// not one per message.
     pub async fn publish_all_confirmed(
         &self,
-        messages: Vec<(String, BasicProperties)>,
+        messages: Vec<(String, BasicProperties, Vec<u8>)>,
     ) -> Result<(), lapin::Error> {
         let channel = self.channel().await?;
         let mut confirms = Vec::new();
-        for (queue, properties) in messages {
-            match self.publish(&channel, &queue, properties, &[]).await {
+        for (queue, properties, body) in messages {
+            match self.publish(&channel, &queue, properties, &body).await {
                 Ok(confirm) => confirms.push(confirm),
                 Err(e) => {
                     self.reset().await;

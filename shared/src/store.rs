@@ -218,6 +218,33 @@ impl Store {
         Ok(out)
     }
 
+    /// As [`Store::append`], deciding again (on the winner's result) when
+    /// another writer appended first, up to `attempts` times: for commands
+    /// that concurrent requests may race on (the first reaction of a pair,
+    /// a profile's video). Still a [`AppendError::Conflict`] after that.
+    pub async fn append_retrying<I, R>(
+        &self,
+        id: I,
+        attempts: usize,
+        decide: impl Fn(
+            &<I::Aggregate as Aggregate>::State,
+        ) -> Result<
+            (Vec<<I::Aggregate as Aggregate>::Event>, R),
+            <I::Aggregate as Aggregate>::Rejection,
+        >,
+    ) -> Appended<R, I>
+    where
+        I: AggregateId,
+    {
+        for _ in 1..attempts {
+            match self.append(id, &decide).await {
+                Err(AppendError::Conflict) => continue,
+                done => return done,
+            }
+        }
+        self.append(id, &decide).await
+    }
+
     /// The events of one aggregate, oldest first.
     pub async fn history<I: AggregateId>(&self, id: I) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         sqlx::query_as(

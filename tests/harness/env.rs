@@ -20,6 +20,7 @@ use reelay_scheduler::{
 use reelay_shared::fleet::signing::FirmwareSigner;
 use reelay_shared::{
     PROJECTIONS, VideoId, VideoStatus,
+    clickhouse::ClickHouseConfig,
     config::{
         AmqpConfig, DatabaseConfig, Env, LockConfig, RedisConfig, S3Config, S3RetryConfig,
         UploadConfig,
@@ -29,7 +30,7 @@ use reelay_shared::{
     store::Store,
     video::{ProfileEvent, ProfileId, UserId, Video, VideoEvent},
 };
-use reelay_worker::config::{FflowConfig, FleetConfig, WorkerConfig};
+use reelay_worker::config::{EtlConfig, FflowConfig, FleetConfig, WorkerConfig};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -55,6 +56,8 @@ pub struct TestEnv {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
     pub s3: S3Config,
+    /// Its own ClickHouse database (`reelay_<kind>_<id>`), dropped with it.
+    pub clickhouse: ClickHouseConfig,
     pub upload: UploadConfig,
     pub lock: LockConfig,
     pub jwt_secret: String,
@@ -136,7 +139,12 @@ impl TestEnv {
                 LockConfig::read(&env).expect("lock settings"),
             ),
         };
+        let clickhouse = ClickHouseConfig {
+            database: db_name.clone(),
+            ..ClickHouseConfig::read(&env).expect("ClickHouse settings")
+        };
         Self {
+            clickhouse,
             topology: Topology::new(&amqp),
             redis: RedisConfig {
                 key_prefix: format!("{kind}:{id}:"),
@@ -178,6 +186,8 @@ impl TestEnv {
             moderation_secret: Some(format!("moderation-{}", self.id)),
             service_links_unverified: true,
             cors_origins: vec!["*".into()],
+            clickhouse: self.clickhouse.clone(),
+            view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {
                 Tuning::Test => 8,
                 Tuning::Benchmark => 10,
@@ -221,6 +231,17 @@ impl TestEnv {
                 link_ttl: Duration::from_secs(3600),
                 timeout: Duration::from_secs(5),
             },
+            // On where a test reads the engagement streams
+            // (`worker_config_with_etl`).
+            etl: EtlConfig {
+                enabled: false,
+                batch: 1000,
+                flush: Duration::from_millis(200),
+                lease_ttl: Duration::from_secs(3),
+                retention_months: 24,
+                view_threshold: Duration::from_secs(10),
+                clickhouse: self.clickhouse.clone(),
+            },
             database: self.database(connections),
             redis: self.redis.clone(),
             amqp: self.amqp.clone(),
@@ -234,6 +255,14 @@ impl TestEnv {
         let seed: [u8; 32] = Sha256::digest(format!("signing-{}", self.id)).into();
         FirmwareSigner::from_base64(&base64::engine::general_purpose::STANDARD.encode(seed))
             .expect("a 32-byte seed")
+    }
+
+    /// A worker's settings that also read the engagement streams into
+    /// ClickHouse.
+    pub fn worker_config_with_etl(&self) -> WorkerConfig {
+        let mut config = self.worker_config();
+        config.etl.enabled = true;
+        config
     }
 
     /// A worker's settings that forward to and encode on `fflow` (bases of
@@ -515,6 +544,7 @@ impl Drop for TestEnv {
         let storage = self.storage.clone();
         let prefix = self.s3.key_prefix.clone();
         let pool = self.store.pool().clone();
+        let clickhouse = reelay_shared::clickhouse::ClickHouse::new(&self.clickhouse);
         // A fresh runtime on its own thread: Drop can't await, and the
         // test's runtime may be shutting down.
         let cleanup = std::thread::spawn(move || {
@@ -523,7 +553,9 @@ impl Drop for TestEnv {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                pool.close().await;
+                // Not `pool.close()`: its connections belong to the test's
+                // runtime, which is blocked in this drop; FORCE ends them.
+                drop(pool);
                 if let Ok(admin) = sqlx::PgPool::connect(&format!("{pg_server}/postgres")).await {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
@@ -545,6 +577,12 @@ impl Drop for TestEnv {
                     let _ = reelay_shared::lock::delete_prefix(&mut conn, &redis.key_prefix).await;
                 }
                 storage.delete_prefix(&prefix).await;
+                let _ = clickhouse
+                    .execute(&format!(
+                        "DROP DATABASE IF EXISTS {}",
+                        clickhouse.database()
+                    ))
+                    .await;
             });
         });
         let _ = cleanup.join();

@@ -10,11 +10,13 @@
 //! - `processes`: the same as real binaries, started from the settings'
 //!   `to_env`;
 //! - `media`: test videos from ffmpeg;
+//! - `engagement`: videos to watch, a scripted player, ClickHouse reads;
 //! - `client`: a raw tus client; `proxy`, `push`, `webhook`,
 //!   `fleet_backend`: stand-ins and fault injection.
 
 pub mod apps;
 pub mod client;
+pub mod engagement;
 pub mod env;
 pub mod fleet_backend;
 pub mod media;

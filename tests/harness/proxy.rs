@@ -9,12 +9,17 @@ use tokio::{
 
 pub struct Proxy {
     pub port: u16,
+    upstream: &'static str,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     pub async fn start(upstream: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(upstream, 0).await
+    }
+
+    async fn start_on(upstream: &'static str, port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the proxy");
         let port = listener.local_addr().expect("address").port();
@@ -28,7 +33,19 @@ impl Proxy {
                 });
             }
         });
-        Self { port, task }
+        Self {
+            port,
+            upstream,
+            task,
+        }
+    }
+
+    /// Forwards again, on the same port, after [`Proxy::cut`]: the service
+    /// came back.
+    pub async fn restore(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        *self = Self::start_on(self.upstream, self.port).await;
     }
 
     /// Closes the listener and every forwarded connection: to the client it

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod concurrency;
 mod encoding;
+mod engagement;
 mod failures;
 mod fleet;
 mod leadership;

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use reelay_scheduler::config::SchedulerConfig;
 use reelay_shared::{
+    clickhouse::ClickHouseConfig,
     config::{
         AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
         millis, secs,
@@ -33,6 +34,7 @@ pub struct WorkerConfig {
     /// Set when `REELAY_FFLOW_URLS` names fflow replicas.
     pub fflow: Option<FflowConfig>,
     pub fleet: FleetConfig,
+    pub etl: EtlConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub amqp: AmqpConfig,
@@ -75,6 +77,7 @@ impl WorkerConfig {
             },
             fflow: FflowConfig::read(env)?,
             fleet: FleetConfig::read(env)?,
+            etl: EtlConfig::read(env)?,
             database: DatabaseConfig::read(env)?,
             redis: RedisConfig::read(env)?,
             amqp: AmqpConfig::read(env)?,
@@ -101,6 +104,7 @@ impl WorkerConfig {
         vars.extend(ModerationConfig::to_env(self.moderation.as_ref()));
         vars.extend(FflowConfig::to_env(self.fflow.as_ref()));
         vars.extend(self.fleet.to_env());
+        vars.extend(self.etl.to_env());
         vars.extend(self.s3_retry.to_env());
         vars.extend(self.database.to_env());
         vars.extend(self.redis.to_env());
@@ -282,6 +286,72 @@ impl FleetConfig {
     }
 }
 
+/// The engagement ETL, from the streams into ClickHouse: `REELAY_ETL`
+/// (default true; every worker campaigns, one per stream reads);
+/// `REELAY_ETL_BATCH` (default 5000): events per insert at most;
+/// `REELAY_ETL_FLUSH_MS` (default 500): the longest an event waits for its
+/// batch; `REELAY_ETL_LEASE_MS` (default 10000): each stream's reader
+/// lease; `REELAY_ANALYTICS_RETENTION_MONTHS` (default 24): older monthly
+/// partitions are dropped; `REELAY_VIEW_THRESHOLD_MS` (default 10000): a
+/// session is a view once it played this long; and ClickHouse's
+/// `REELAY_CLICKHOUSE_URL` and `REELAY_CLICKHOUSE_DATABASE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtlConfig {
+    pub enabled: bool,
+    pub batch: usize,
+    pub flush: Duration,
+    pub lease_ttl: Duration,
+    pub retention_months: u32,
+    pub view_threshold: Duration,
+    pub clickhouse: ClickHouseConfig,
+}
+
+impl EtlConfig {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let batch = env.parse_or("REELAY_ETL_BATCH", 5_000usize)?;
+        if !(1..=100_000).contains(&batch) {
+            return Err(ConfigError::Invalid {
+                name: "REELAY_ETL_BATCH",
+                reason: "must be between 1 and 100000".into(),
+            });
+        }
+        let lease_ttl = env.millis_or("REELAY_ETL_LEASE_MS", 10_000)?;
+        if lease_ttl < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid {
+                name: "REELAY_ETL_LEASE_MS",
+                reason: "must be at least 300".into(),
+            });
+        }
+        Ok(Self {
+            enabled: env.parse_or("REELAY_ETL", true)?,
+            batch,
+            flush: env.millis_or("REELAY_ETL_FLUSH_MS", 500)?,
+            lease_ttl,
+            retention_months: env
+                .parse_or("REELAY_ANALYTICS_RETENTION_MONTHS", 24u32)?
+                .max(1),
+            view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
+            clickhouse: ClickHouseConfig::read(env)?,
+        })
+    }
+
+    pub fn to_env(&self) -> Vars {
+        let mut vars = vec![
+            ("REELAY_ETL", self.enabled.to_string()),
+            ("REELAY_ETL_BATCH", self.batch.to_string()),
+            ("REELAY_ETL_FLUSH_MS", millis(self.flush)),
+            ("REELAY_ETL_LEASE_MS", millis(self.lease_ttl)),
+            (
+                "REELAY_ANALYTICS_RETENTION_MONTHS",
+                self.retention_months.to_string(),
+            ),
+            ("REELAY_VIEW_THRESHOLD_MS", millis(self.view_threshold)),
+        ];
+        vars.extend(self.clickhouse.to_env());
+        vars
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +373,8 @@ mod tests {
             ),
             ("REELAY_FLEET_BACKEND_URL", "http://fleet/"),
             ("REELAY_FLEET_BACKEND_SECRET", "s"),
+            ("REELAY_ETL_BATCH", "77"),
+            ("REELAY_CLICKHOUSE_DATABASE", "stats_1"),
         ]);
         let config = WorkerConfig::read(&env).unwrap();
         assert_eq!(config.replica, "w-1");
@@ -313,6 +385,8 @@ mod tests {
         assert!(config.moderation.is_some() && config.scheduler.is_some());
         assert_eq!(config.fleet.backend.as_ref().unwrap().url, "http://fleet");
         assert!(config.fleet.signing_key.is_some());
+        assert_eq!(config.etl.batch, 77);
+        assert_eq!(config.etl.clickhouse.database, "stats_1");
         let again = WorkerConfig::read(&Env::of(config.to_env())).unwrap();
         assert_eq!(again, config);
         assert_eq!(again.scheduler.unwrap().replica, "w-1");

@@ -1,5 +1,6 @@
 //! Builds the worker and runs its consumers until shutdown: one per chunk
-//! shard, and the verify and encode consumers when configured. The broker
+//! shard, the verify and encode consumers when configured, the fleet
+//! queue's, and the engagement streams' readers (each under a lease). The broker
 //! connection is made again (with everything in memory dropped) when it or
 //! PostgreSQL fails.
 
@@ -24,7 +25,9 @@ use crate::{
     config::WorkerConfig,
     consumer::{Unordered, run_unordered, stopped},
     jobs::{
-        Context, fleet,
+        Context,
+        engagement::{etl, playback::Playback, ugc::Ugc},
+        fleet,
         video::{self, fflow::Fflow},
     },
 };
@@ -135,11 +138,25 @@ impl Worker {
         }
         // The scheduler stops with the worker and gives up its lease then.
         let scheduling = scheduler.map(|s| tokio::spawn(s.run_until_stopped(stop.clone())));
+        // The engagement readers keep their own connections and leases.
+        let mut readers = JoinSet::new();
+        if self.context.config.etl.enabled {
+            let playback = self.topology.playback_stream();
+            readers.spawn(etl::run(
+                self.context.clone(),
+                Playback::default(),
+                playback,
+                stop.clone(),
+            ));
+            let ugc = self.topology.ugc_stream();
+            readers.spawn(etl::run(self.context.clone(), Ugc, ugc, stop.clone()));
+        }
         let span = tracing::info_span!("worker", replica = %self.context.config.replica);
         let consumed = self.consume_until_stopped(stop).instrument(span).await;
         if let Some(scheduling) = scheduling {
             let _ = scheduling.await;
         }
+        readers.join_all().await;
         consumed
     }
 

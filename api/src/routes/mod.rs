@@ -2,6 +2,7 @@
 //! operations endpoints and push devices, and one folder per product.
 
 pub mod devices;
+pub mod engagement;
 pub mod fleet;
 pub mod ops;
 pub mod video;
@@ -16,4 +17,5 @@ pub fn router() -> Router<AppState> {
         .merge(devices::router())
         .merge(video::router())
         .merge(fleet::router())
+        .merge(engagement::router())
 }

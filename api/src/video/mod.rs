@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use object_store::signer::Signer;
 use reelay_shared::{
     UserId, VideoId, VideoStatus,
-    store::AppendError,
     video::{
         ProfileEvent, ProfileId, Verification, Video, VideoEvent, VideoRejection,
         jobs::{JobHeader, JobKind},
@@ -219,15 +218,10 @@ async fn change_profile<R>(
     user: UserId,
     decide: impl Fn(&Option<reelay_shared::video::Profile>) -> (Vec<ProfileEvent>, R),
 ) -> ApiResult<R> {
-    for _ in 0..PROFILE_ATTEMPTS {
-        match state
-            .store
-            .append(ProfileId(user), |current| Ok(decide(current)))
-            .await
-        {
-            Err(AppendError::Conflict) => continue,
-            done => return Ok(done?),
-        }
-    }
-    Err(ApiError::Locked)
+    Ok(state
+        .store
+        .append_retrying(ProfileId(user), PROFILE_ATTEMPTS, |current| {
+            Ok(decide(current))
+        })
+        .await?)
 }

@@ -90,7 +90,7 @@ impl Publisher {
         let queue = self.topology().fleet_queue();
         let messages = jobs
             .iter()
-            .map(|job| (queue.clone(), job.properties()))
+            .map(|job| (queue.clone(), job.properties(), Vec::new()))
             .collect();
         self.publish_all_confirmed(messages).await
     }

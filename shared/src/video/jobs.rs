@@ -201,6 +201,7 @@ mod tests {
         let topology = Topology {
             prefix: "t".into(),
             shards: 3,
+            stream_max_age: "1D".into(),
         };
         let video = VideoId::new();
         for kind in [JobKind::Chunk { offset: 9 }, JobKind::Delete] {

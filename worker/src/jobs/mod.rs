@@ -1,5 +1,6 @@
 //! The jobs of every product, one folder each, and what they all need.
 
+pub mod engagement;
 pub mod fleet;
 pub mod video;
 

@@ -6,21 +6,24 @@ use axum::{
     extract::{Path, Query, State},
     routing::get,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
+    engagement::{Audience, queries::Engagement},
     store::RecordedEvent,
     video::{Verification, Video, VideoEvent},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{AuthUser, Caller},
+    auth::{AuthUser, Caller, Person, Role},
+    cursor,
+    engagement::admits,
     error::{ApiError, ApiResult},
     state::AppState,
     video::{
         Link, delete_video, link_ttl, linkable, linkable_video, owned_video, presign_original,
+        record_video,
     },
 };
 
@@ -56,6 +59,10 @@ pub struct VideoView {
     pub filetype: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Counts, switches and the caller's reaction, once the video is whole
+    /// (GET of one video only).
+    #[serde(flatten)]
+    pub engagement: Option<Engagement>,
 }
 
 impl From<Video> for VideoView {
@@ -78,16 +85,66 @@ impl From<Video> for VideoView {
             filetype: v.filetype,
             created_at: v.created_at,
             updated_at: v.updated_at,
+            engagement: None,
         }
     }
 }
 
+/// What anyone who may watch a video sees of someone else's.
+#[derive(Serialize)]
+pub struct PublicVideoView {
+    pub id: String,
+    pub status: VideoStatus,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub engagement: Engagement,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Shown {
+    /// The owner's (or an admin's) view.
+    Full(VideoView),
+    Public(PublicVideoView),
+}
+
+/// `GET /v1/videos/{id}`: the owner (and admins) see everything, with the
+/// engagement counts once it is whole; other users see a video they may
+/// watch, with its counts and their own reaction; 404 otherwise.
 async fn show(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Person(caller): Person,
     Path(id): Path<String>,
-) -> ApiResult<Json<VideoView>> {
-    Ok(Json(owned_video(&state, user, &id).await?.into()))
+) -> ApiResult<Json<Shown>> {
+    let video_id = VideoId::parse(&id).ok_or(ApiError::NotFound)?;
+    record_video(video_id);
+    let video = state
+        .store
+        .video(video_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let audience = Audience::of(&video);
+    if video.owner_id == caller.user || caller.role == Role::Admin {
+        let whole = linkable(video.status);
+        let mut view = VideoView::from(video);
+        if whole {
+            view.engagement = Some(state.store.engagement(video_id, Some(caller.user)).await?);
+        }
+        return Ok(Json(Shown::Full(view)));
+    }
+    if !admits(&audience, Some(caller)) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(Shown::Public(PublicVideoView {
+        id: video.id.to_string(),
+        status: video.status,
+        title: video.title,
+        description: video.description,
+        created_at: video.created_at,
+        engagement: state.store.engagement(video_id, Some(caller.user)).await?,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -103,8 +160,6 @@ pub struct Page {
     /// Pass as `cursor` for the next page; null on the last one.
     pub next_cursor: Option<String>,
 }
-
-const MAX_PAGE: i64 = 100;
 
 /// `GET /v1/videos?status=&limit=&cursor=`: the caller's videos, newest
 /// first; deleted ones only when asked for by status.
@@ -122,40 +177,22 @@ async fn list(
             .map_err(|_| ApiError::BadRequest(format!("unknown status '{s}'")))?,
         ),
     };
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut videos = state
+    let limit = cursor::limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(cursor::decode)
+        .transpose()?
+        .map(|(at, id)| (at, VideoId(id)));
+    let videos = state
         .store
         .list_videos(user, status, after, limit + 1)
         .await?;
-    let next_cursor = if videos.len() as i64 > limit {
-        videos.truncate(limit as usize);
-        videos.last().map(|v| encode_cursor(v.created_at, v.id))
-    } else {
-        None
-    };
+    let (videos, next_cursor) = cursor::page(videos, limit, |v| (v.created_at, v.id.0));
     Ok(Json(Page {
         videos: videos.into_iter().map(VideoView::from).collect(),
         next_cursor,
     }))
-}
-
-fn encode_cursor(at: DateTime<Utc>, id: VideoId) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<(DateTime<Utc>, VideoId)> {
-    let bad = || ApiError::BadRequest("cursor is not one this API returned".into());
-    let text =
-        String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok((at, VideoId::parse(id).ok_or_else(bad)?))
 }
 
 /// `PATCH /v1/videos/{id}`: fields present are set (null clears them).

@@ -1,0 +1,21 @@
+//! The engagement product's routes: reactions, bookmarks and the owner's
+//! switches; comments; player events; statistics; watch history.
+
+pub mod comments;
+pub mod events;
+pub mod history;
+pub mod reactions;
+pub mod stats;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(reactions::router())
+        .merge(comments::router())
+        .merge(events::router())
+        .merge(stats::router())
+        .merge(history::router())
+}
