@@ -52,12 +52,19 @@ CREATE TABLE ugc_outbox (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Views per video as the analytics store counts them (written by the ETL
--- after each batch; not a projection of this log).
+-- Views per video as the playback ETL counts them (each session once, as
+-- it becomes a view; not a projection of this log).
 CREATE TABLE video_views (
     video_id   uuid        PRIMARY KEY,
     views      bigint      NOT NULL,
     updated_at timestamptz NOT NULL
+);
+
+-- How far into its stream each ETL reader's PostgreSQL writes (view
+-- counts) went: a batch read again after a crash counts no view twice.
+CREATE TABLE etl_progress (
+    stream   text   PRIMARY KEY,
+    position bigint NOT NULL
 );
 
 -- Where each signed-in viewer stopped each video: newest position wins,

@@ -288,9 +288,9 @@ impl FleetConfig {
 
 /// The engagement ETL, from the streams into ClickHouse: `REELAY_ETL`
 /// (default true; every worker campaigns, one per stream reads);
-/// `REELAY_ETL_BATCH` (default 5000): events per insert at most;
-/// `REELAY_ETL_FLUSH_MS` (default 500): the longest an event waits for its
-/// batch; `REELAY_ETL_LEASE_MS` (default 10000): each stream's reader
+/// `REELAY_ETL_BATCH` (default 20000): events per insert at most (large
+/// inserts keep ClickHouse's parts few); `REELAY_ETL_FLUSH_MS` (default
+/// 1000): the longest an event waits for its batch; `REELAY_ETL_LEASE_MS` (default 10000): each stream's reader
 /// lease; `REELAY_ANALYTICS_RETENTION_MONTHS` (default 24): older monthly
 /// partitions are dropped; `REELAY_VIEW_THRESHOLD_MS` (default 10000): a
 /// session is a view once it played this long; and ClickHouse's
@@ -308,7 +308,7 @@ pub struct EtlConfig {
 
 impl EtlConfig {
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
-        let batch = env.parse_or("REELAY_ETL_BATCH", 5_000usize)?;
+        let batch = env.parse_or("REELAY_ETL_BATCH", 20_000usize)?;
         if !(1..=100_000).contains(&batch) {
             return Err(ConfigError::Invalid {
                 name: "REELAY_ETL_BATCH",
@@ -325,7 +325,7 @@ impl EtlConfig {
         Ok(Self {
             enabled: env.parse_or("REELAY_ETL", true)?,
             batch,
-            flush: env.millis_or("REELAY_ETL_FLUSH_MS", 500)?,
+            flush: env.millis_or("REELAY_ETL_FLUSH_MS", 1_000)?,
             lease_ttl,
             retention_months: env
                 .parse_or("REELAY_ANALYTICS_RETENTION_MONTHS", 24u32)?

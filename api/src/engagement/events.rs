@@ -59,34 +59,59 @@ pub struct IncomingEvent {
     pub error_code: Option<String>,
 }
 
-/// `{"events": [...]}`, each event kept raw so a bad one is named by its
-/// place.
+/// `{"events": [...]}`.
 #[derive(Debug, Deserialize)]
-pub struct Batch {
-    pub events: Vec<serde_json::Value>,
+struct Batch<E> {
+    events: Vec<E>,
 }
 
-/// Checks a batch and turns it into stream events: 400 naming the first
+/// Reads a request's body: typed at once, the common case; when that
+/// fails, again event by event, to name the bad one by its place.
+pub fn parse(body: &[u8]) -> ApiResult<Vec<IncomingEvent>> {
+    let events = match serde_json::from_slice::<Batch<IncomingEvent>>(body) {
+        Ok(batch) => batch.events,
+        Err(typed) => {
+            let batch: Batch<serde_json::Value> = serde_json::from_slice(body).map_err(|_| {
+                ApiError::BadRequest(format!("the body must be {{\"events\": [...]}}: {typed}"))
+            })?;
+            check_count(batch.events.len())?;
+            let mut events = Vec::with_capacity(batch.events.len());
+            for (i, raw) in batch.events.into_iter().enumerate() {
+                events.push(
+                    serde_json::from_value(raw)
+                        .map_err(|e| ApiError::BadRequest(format!("events[{i}]: {e}")))?,
+                );
+            }
+            events
+        }
+    };
+    check_count(events.len())?;
+    Ok(events)
+}
+
+fn check_count(n: usize) -> ApiResult<()> {
+    match n {
+        1..=MAX_EVENTS => Ok(()),
+        _ => Err(ApiError::BadRequest(format!(
+            "events must hold 1 to {MAX_EVENTS} events; this one holds {n}"
+        ))),
+    }
+}
+
+/// Checks events and turns them into stream events: 400 naming the first
 /// bad event, and nothing published. A signed-in viewer's id (a user's or
 /// an admin's, not a service's) goes with every event.
 pub async fn check(
     audiences: &Audiences,
     store: &Store,
     viewer: Option<Caller>,
-    batch: Batch,
+    incoming: Vec<IncomingEvent>,
 ) -> ApiResult<Vec<PlayerEvent>> {
-    if batch.events.is_empty() || batch.events.len() > MAX_EVENTS {
-        return Err(ApiError::BadRequest(format!(
-            "events must hold 1 to {MAX_EVENTS} events; this one holds {}",
-            batch.events.len()
-        )));
-    }
     let now = Utc::now();
     let user = viewer_user(viewer);
-    let mut events = Vec::with_capacity(batch.events.len());
-    for (i, raw) in batch.events.into_iter().enumerate() {
+    let mut events = Vec::with_capacity(incoming.len());
+    for (i, e) in incoming.into_iter().enumerate() {
         let bad = |why: String| ApiError::BadRequest(format!("events[{i}]: {why}"));
-        let e: IncomingEvent = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
         if e.client_time > now + MAX_CLOCK_AHEAD {
             return Err(bad(format!(
                 "client_time {} is more than 5 minutes ahead of the server's clock",

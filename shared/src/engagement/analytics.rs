@@ -13,6 +13,8 @@
 //! their identity, and reads take one row per event id or the newest
 //! summary per session.
 
+use std::collections::{BTreeSet, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -78,6 +80,7 @@ pub struct EventRow {
 impl EventRow {
     pub fn session_event(&self) -> Option<SessionEvent> {
         Some(SessionEvent {
+            id: self.event_id,
             kind: PlayerEventType::parse(&self.kind)?,
             playhead_ms: self.playhead_ms,
             client_ms: self.client_ms,
@@ -124,6 +127,44 @@ fn uuid_list(ids: impl IntoIterator<Item = Uuid>) -> String {
         .join(", ")
 }
 
+/// Sessions per query when asking about many: keeps each query well
+/// inside ClickHouse's `max_query_size` (256 KiB).
+const SESSIONS_PER_QUERY: usize = 1000;
+
+/// Which of these `(video, session)` pairs ClickHouse has a summary of:
+/// only those have stored events to read back (the summaries table is far
+/// smaller than the events').
+pub async fn known_sessions(
+    ch: &ClickHouse,
+    sessions: &[(Uuid, Uuid)],
+) -> Result<HashSet<(Uuid, Uuid)>, ClickHouseError> {
+    #[derive(Deserialize)]
+    struct Row {
+        video_id: Uuid,
+        session_id: Uuid,
+    }
+    let mut known = HashSet::new();
+    for chunk in sessions.chunks(SESSIONS_PER_QUERY) {
+        let rows: Vec<Row> = ch
+            .query(&format!(
+                "SELECT DISTINCT video_id, session_id FROM {}.playback_sessions \
+                 WHERE video_id IN ({}) AND session_id IN ({})",
+                ch.database(),
+                uuid_list(chunk.iter().map(|s| s.0).collect::<BTreeSet<_>>()),
+                uuid_list(chunk.iter().map(|s| s.1))
+            ))
+            .await?;
+        // The IN lists cross: keep only the pairs asked for.
+        let wanted: HashSet<(Uuid, Uuid)> = chunk.iter().copied().collect();
+        known.extend(
+            rows.into_iter()
+                .map(|r| (r.video_id, r.session_id))
+                .filter(|k| wanted.contains(k)),
+        );
+    }
+    Ok(known)
+}
+
 /// The stored events of these `(video, session)` pairs, one row per event
 /// id (the table's key leads with the video, so this reads only their
 /// videos' parts).
@@ -131,61 +172,34 @@ pub async fn session_events(
     ch: &ClickHouse,
     sessions: &[(Uuid, Uuid)],
 ) -> Result<Vec<EventRow>, ClickHouseError> {
-    if sessions.is_empty() {
-        return Ok(Vec::new());
+    let mut events = Vec::new();
+    for chunk in sessions.chunks(SESSIONS_PER_QUERY) {
+        let videos: BTreeSet<Uuid> = chunk.iter().map(|s| s.0).collect();
+        let rows: Vec<EventRow> = ch
+            .query(&format!(
+                // Aliases differ from the columns inside (an alias named like
+                // a column would stand for it inside the other aggregates).
+                "SELECT event_id, s AS session_id, v AS video_id, u AS user_id, t AS type, p AS playhead_ms, \
+                   c AS client_ms, r AS received_ms, rn AS rendition, ec AS error_code, d AS event_date, \
+                   o AS stream_offset, i AS idx FROM (\
+                   SELECT event_id, any(session_id) AS s, any(video_id) AS v, any(user_id) AS u, any(type) AS t, \
+                     any(playhead_ms) AS p, any(client_ms) AS c, any(received_ms) AS r, any(rendition) AS rn, \
+                     any(error_code) AS ec, toString(any(event_date)) AS d, min(stream_offset) AS o, \
+                     argMin(idx, stream_offset) AS i \
+                   FROM {}.playback_events WHERE video_id IN ({}) AND session_id IN ({}) GROUP BY event_id)",
+                ch.database(),
+                uuid_list(videos),
+                uuid_list(chunk.iter().map(|s| s.1))
+            ))
+            .await?;
+        // The IN lists cross: keep only the pairs asked for.
+        let wanted: HashSet<(Uuid, Uuid)> = chunk.iter().copied().collect();
+        events.extend(
+            rows.into_iter()
+                .filter(|r| wanted.contains(&(r.video_id, r.session_id))),
+        );
     }
-    let videos: std::collections::BTreeSet<Uuid> = sessions.iter().map(|s| s.0).collect();
-    let rows: Vec<EventRow> = ch
-        .query(&format!(
-            // Aliases differ from the columns inside (an alias named like a
-            // column would stand for it inside the other aggregates).
-            "SELECT event_id, s AS session_id, v AS video_id, u AS user_id, t AS type, p AS playhead_ms, \
-               c AS client_ms, r AS received_ms, rn AS rendition, ec AS error_code, d AS event_date, \
-               o AS stream_offset, i AS idx FROM (\
-               SELECT event_id, any(session_id) AS s, any(video_id) AS v, any(user_id) AS u, any(type) AS t, \
-                 any(playhead_ms) AS p, any(client_ms) AS c, any(received_ms) AS r, any(rendition) AS rn, \
-                 any(error_code) AS ec, toString(any(event_date)) AS d, min(stream_offset) AS o, \
-                 argMin(idx, stream_offset) AS i \
-               FROM {}.playback_events WHERE video_id IN ({}) AND session_id IN ({}) GROUP BY event_id)",
-            ch.database(),
-            uuid_list(videos),
-            uuid_list(sessions.iter().map(|s| s.1))
-        ))
-        .await?;
-    // The IN lists cross: keep only the pairs asked for.
-    let wanted: std::collections::HashSet<(Uuid, Uuid)> = sessions.iter().copied().collect();
-    Ok(rows
-        .into_iter()
-        .filter(|r| wanted.contains(&(r.video_id, r.session_id)))
-        .collect())
-}
-
-/// Views per video, for these videos: sessions that played at least
-/// `threshold_ms` or completed, each counted once.
-pub async fn view_counts(
-    ch: &ClickHouse,
-    videos: &[Uuid],
-    threshold_ms: u64,
-) -> Result<Vec<(Uuid, u64)>, ClickHouseError> {
-    #[derive(Deserialize)]
-    struct Row {
-        video_id: Uuid,
-        views: u64,
-    }
-    if videos.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<Row> = ch
-        .query(&format!(
-            "SELECT video_id, countIf(p >= {threshold_ms} OR c = 1) AS views FROM (\
-               SELECT video_id, session_id, argMax(played_ms, version) AS p, argMax(completed, version) AS c \
-               FROM {}.playback_sessions WHERE video_id IN ({}) GROUP BY video_id, session_id) \
-             GROUP BY video_id",
-            ch.database(),
-            uuid_list(videos.iter().copied())
-        ))
-        .await?;
-    Ok(rows.into_iter().map(|r| (r.video_id, r.views)).collect())
+    Ok(events)
 }
 
 /// The newest summary of each session of `video` that started in

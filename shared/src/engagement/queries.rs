@@ -167,49 +167,69 @@ impl Store {
         )
     }
 
-    /// Records positions, each only if newer (by the client's time) than
-    /// what is stored.
-    pub async fn record_positions(&self, positions: &[NewPosition]) -> Result<(), sqlx::Error> {
-        if positions.is_empty() {
-            return Ok(());
-        }
-        let users: Vec<Uuid> = positions.iter().map(|p| p.user_id).collect();
-        let videos: Vec<Uuid> = positions.iter().map(|p| p.video_id).collect();
-        let at: Vec<i64> = positions.iter().map(|p| p.position_ms).collect();
-        let times: Vec<DateTime<Utc>> = positions.iter().map(|p| p.client_time).collect();
-        sqlx::query(
-            "INSERT INTO watch_positions (user_id, video_id, position_ms, client_time, updated_at) \
-             SELECT u, v, p, t, now() FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) AS x (u, v, p, t) \
-             ON CONFLICT (user_id, video_id) DO UPDATE SET position_ms = excluded.position_ms, \
-               client_time = excluded.client_time, updated_at = excluded.updated_at \
-             WHERE watch_positions.client_time <= excluded.client_time",
-        )
-        .bind(&users)
-        .bind(&videos)
-        .bind(&at)
-        .bind(&times)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+    /// How far into `stream` the ETL's PostgreSQL writes went (-1: none).
+    pub async fn etl_progress(&self, stream: &str) -> Result<i64, sqlx::Error> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT position FROM etl_progress WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map_or(-1, |(p,)| p))
     }
 
-    /// Records view counts the analytics store computed.
-    pub async fn record_views(&self, views: &[(Uuid, u64)]) -> Result<(), sqlx::Error> {
-        if views.is_empty() {
-            return Ok(());
+    /// One playback batch's PostgreSQL writes, in one transaction: `views`
+    /// new views per video (counted from the events past the progress the
+    /// batch saw), positions, and the progress now `upto`.
+    pub async fn record_playback(
+        &self,
+        stream: &str,
+        upto: i64,
+        views: &[(Uuid, i64)],
+        positions: &[NewPosition],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        if !views.is_empty() {
+            let videos: Vec<Uuid> = views.iter().map(|v| v.0).collect();
+            let counts: Vec<i64> = views.iter().map(|v| v.1).collect();
+            sqlx::query(
+                "INSERT INTO video_views (video_id, views, updated_at) \
+                 SELECT v, n, now() FROM unnest($1::uuid[], $2::bigint[]) AS x (v, n) \
+                 ON CONFLICT (video_id) DO UPDATE SET views = video_views.views + excluded.views, \
+                   updated_at = excluded.updated_at",
+            )
+            .bind(&videos)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await?;
         }
-        let videos: Vec<Uuid> = views.iter().map(|v| v.0).collect();
-        let counts: Vec<i64> = views.iter().map(|v| v.1 as i64).collect();
+        if !positions.is_empty() {
+            let users: Vec<Uuid> = positions.iter().map(|p| p.user_id).collect();
+            let videos: Vec<Uuid> = positions.iter().map(|p| p.video_id).collect();
+            let at: Vec<i64> = positions.iter().map(|p| p.position_ms).collect();
+            let times: Vec<DateTime<Utc>> = positions.iter().map(|p| p.client_time).collect();
+            sqlx::query(
+                "INSERT INTO watch_positions (user_id, video_id, position_ms, client_time, updated_at) \
+                 SELECT u, v, p, t, now() FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) AS x (u, v, p, t) \
+                 ON CONFLICT (user_id, video_id) DO UPDATE SET position_ms = excluded.position_ms, \
+                   client_time = excluded.client_time, updated_at = excluded.updated_at \
+                 WHERE watch_positions.client_time <= excluded.client_time",
+            )
+            .bind(&users)
+            .bind(&videos)
+            .bind(&at)
+            .bind(&times)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
-            "INSERT INTO video_views (video_id, views, updated_at) \
-             SELECT v, n, now() FROM unnest($1::uuid[], $2::bigint[]) AS x (v, n) \
-             ON CONFLICT (video_id) DO UPDATE SET views = excluded.views, updated_at = excluded.updated_at",
+            "INSERT INTO etl_progress (stream, position) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET position = greatest(etl_progress.position, excluded.position)",
         )
-        .bind(&videos)
-        .bind(&counts)
-        .execute(self.pool())
+        .bind(stream)
+        .bind(upto)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// The duration (ms) of each of these videos that has streams.

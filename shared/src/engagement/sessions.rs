@@ -12,6 +12,7 @@ use super::domain::PlayerEventType;
 /// One event as the analytics store keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionEvent {
+    pub id: Uuid,
     pub kind: PlayerEventType,
     pub playhead_ms: u64,
     /// The client's clock, ms since the epoch (for durations within one
@@ -59,23 +60,73 @@ fn playing_after(kind: PlayerEventType) -> Option<bool> {
 /// Sums a session up; `events` in any order (sorted here by client time,
 /// then stream order), without duplicates.
 pub fn summarize(events: &mut [SessionEvent]) -> Summary {
-    events.sort_by_key(|e| (e.client_ms, e.order));
-    let mut summary = Summary {
-        started_ms: events.first().map_or(0, |e| e.client_ms),
-        ..Summary::default()
-    };
-    let (mut playing, mut opened_at, mut stalled_at) = (false, None, None);
-    for (i, event) in events.iter().enumerate() {
+    Fold::of(events).summary
+}
+
+/// A session summed up so far, and what it takes to go on from there: a
+/// new event that sorts after the last one is folded in alone, so a
+/// session's summary costs its new events, not its history.
+#[derive(Clone, Debug, Default)]
+pub struct Fold {
+    pub summary: Summary,
+    playing: bool,
+    opened_at: Option<i64>,
+    stalled_at: Option<i64>,
+    last: Option<SessionEvent>,
+    /// The ids of the events at the last client instant: one of them sent
+    /// again sorts after `last`, yet is nothing new.
+    frontier: Vec<Uuid>,
+}
+
+/// What [`Fold::push`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Added,
+    /// An event folded in already.
+    Duplicate,
+    /// It sorts before the last event: the fold must start over from all
+    /// the session's events. Nothing changed.
+    OutOfOrder,
+}
+
+impl Fold {
+    /// The fold of `events` (any order, no duplicates).
+    pub fn of(events: &mut [SessionEvent]) -> Self {
+        events.sort_by_key(|e| (e.client_ms, e.order));
+        let mut fold = Self::default();
+        for event in events.iter() {
+            fold.push(event);
+        }
+        fold
+    }
+
+    pub fn push(&mut self, event: &SessionEvent) -> Pushed {
         use PlayerEventType as T;
+        if let Some(last) = &self.last {
+            if event.client_ms == last.client_ms && self.frontier.contains(&event.id) {
+                return Pushed::Duplicate;
+            }
+            if (event.client_ms, event.order) < (last.client_ms, last.order) {
+                return Pushed::OutOfOrder;
+            }
+            // The interval since the last event counted if playing, unless
+            // this event jumped (its playhead is where to).
+            if self.playing && event.kind != T::Seek {
+                self.summary.played_ms += event.playhead_ms.saturating_sub(last.playhead_ms);
+            }
+        } else {
+            self.summary.started_ms = event.client_ms;
+        }
+        let summary = &mut self.summary;
         summary.furthest_ms = summary.furthest_ms.max(event.playhead_ms);
         match event.kind {
             T::Open => {
-                opened_at.get_or_insert(event.client_ms);
+                self.opened_at.get_or_insert(event.client_ms);
             }
             T::Play => {
                 summary.played = true;
                 if summary.startup_ms.is_none()
-                    && let Some(opened) = opened_at
+                    && let Some(opened) = self.opened_at
                 {
                     summary.startup_ms = Some((event.client_ms - opened).max(0));
                 }
@@ -84,28 +135,28 @@ pub fn summarize(events: &mut [SessionEvent]) -> Summary {
             T::QualityChange => summary.quality_changes += 1,
             T::Error => summary.errors += 1,
             T::RebufferStart => {
-                stalled_at.get_or_insert(event.client_ms);
+                self.stalled_at.get_or_insert(event.client_ms);
             }
             T::RebufferEnd => {
-                if let Some(since) = stalled_at.take() {
+                if let Some(since) = self.stalled_at.take() {
                     summary.rebuffer_ms += (event.client_ms - since).max(0) as u64;
                 }
             }
             T::Pause | T::Seek | T::Position => {}
         }
         if let Some(now) = playing_after(event.kind) {
-            playing = now;
+            self.playing = now;
         }
-        if playing {
+        if self.playing {
             summary.played = true;
-            if let Some(next) = events.get(i + 1)
-                && next.kind != T::Seek
-            {
-                summary.played_ms += next.playhead_ms.saturating_sub(event.playhead_ms);
-            }
         }
+        match &self.last {
+            Some(last) if last.client_ms == event.client_ms => self.frontier.push(event.id),
+            _ => self.frontier = vec![event.id],
+        }
+        self.last = Some(event.clone());
+        Pushed::Added
     }
-    summary
 }
 
 /// A session's summary with what it belongs to, as the analytics store
@@ -137,6 +188,7 @@ mod tests {
 
     fn ev(kind: PlayerEventType, playhead_ms: u64, client_ms: i64) -> SessionEvent {
         SessionEvent {
+            id: Uuid::new_v4(),
             kind,
             playhead_ms,
             client_ms,
@@ -189,5 +241,35 @@ mod tests {
             ev(T::Position, 5_000, 5_000),
         ];
         assert_eq!(summarize(&mut events).played_ms, 10_000);
+    }
+
+    #[test]
+    fn folding_in_new_events_gives_what_summing_up_all_of_them_gives() {
+        let events = vec![
+            ev(T::Open, 0, 1_000),
+            ev(T::Play, 0, 1_400),
+            ev(T::Position, 5_000, 6_400),
+            ev(T::RebufferStart, 8_000, 9_400),
+            ev(T::RebufferEnd, 8_000, 10_400),
+            ev(T::Seek, 30_000, 11_000),
+            ev(T::Position, 33_000, 14_000),
+            ev(T::Complete, 40_000, 21_000),
+        ];
+        let whole = summarize(&mut events.clone());
+        let mut fold = Fold::of(&mut events[..3].to_vec());
+        for event in &events[3..] {
+            assert_eq!(fold.push(event), Pushed::Added);
+        }
+        assert_eq!(fold.summary, whole);
+        assert_eq!(
+            fold.push(&events[7]),
+            Pushed::Duplicate,
+            "the last one again"
+        );
+        assert_eq!(
+            fold.push(&ev(T::Position, 1_000, 2_000)),
+            Pushed::OutOfOrder
+        );
+        assert_eq!(fold.summary, whole, "nothing changed");
     }
 }

@@ -52,6 +52,10 @@ pub trait Loader: Send + Sync + 'static {
     /// How many events a message holds (for the batch's size).
     fn events_in(&self, message: &Message) -> usize;
 
+    /// Forgets what it keeps in memory of earlier batches: reading starts
+    /// over (another reader may have stored more meanwhile).
+    fn reset(&self) {}
+
     /// Stores a batch, the raw rows last. Idempotent: a batch may be
     /// flushed again after a crash or a failed attempt.
     fn flush(
@@ -120,6 +124,7 @@ async fn read<L: Loader>(
     lease: &Lease,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    loader.reset();
     analytics::migrate(clickhouse)
         .await
         .context("creating the analytics tables")?;

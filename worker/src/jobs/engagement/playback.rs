@@ -1,7 +1,17 @@
-//! The playback stream into ClickHouse: each flush sums up the sessions it
-//! touched (their stored events and the new ones, each event id once),
-//! writes the summaries, the touched videos' view counts and the viewers'
-//! positions, and inserts the raw events last (the commit point).
+//! The playback stream into ClickHouse. Each flush:
+//!
+//! 1. folds the batch's events into their sessions' summaries: from the
+//!    fold this reader keeps in memory when the new events come after what
+//!    it folded (the usual case: players send in order), else from the
+//!    session's stored events read back from ClickHouse (a reader that just
+//!    started, an event that came late, a flush that failed before);
+//! 2. inserts the summaries (`playback_sessions`, newest version wins);
+//! 3. in one PostgreSQL transaction: the views that sessions became (each
+//!    session counts once, when it crosses the threshold, and only for
+//!    events past the progress recorded with the counts, so a batch read
+//!    again never counts twice), the viewers' newest positions, and the
+//!    progress;
+//! 4. inserts the raw events, last: with them the offset moves.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -17,7 +27,7 @@ use reelay_shared::{
         PlayerEvent, PlayerEventType,
         analytics::{self, EventRow},
         queries::NewPosition,
-        sessions::{SessionRow, summarize},
+        sessions::{Fold, Pushed, SessionEvent, SessionRow},
     },
 };
 use uuid::Uuid;
@@ -30,48 +40,97 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// A position this close to the end (or 5 % of the video, if more) resumes
 /// from the start.
 const NEAR_THE_END_MS: i64 = 10_000;
+/// Sessions whose fold is kept in memory; the least recently touched go
+/// first (and are read back from ClickHouse if they play on).
+const CACHED_SESSIONS: usize = 200_000;
+
+/// `(video, session)`.
+type Key = (Uuid, Uuid);
+
+/// A session as this reader folded it, consistent with what ClickHouse
+/// holds of it.
+#[derive(Clone)]
+struct Session {
+    fold: Fold,
+    /// The signed-in viewer's id, empty for an anonymous one.
+    user_id: String,
+    /// The flush that last touched it, for eviction.
+    touched: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    sessions: HashMap<Key, Session>,
+    flushes: u64,
+}
 
 #[derive(Default)]
 pub struct Playback {
+    cache: Mutex<Cache>,
     /// When old partitions were last dropped.
     retention: Mutex<Option<Instant>>,
 }
 
-/// The events of a message, with where they stood in the stream; `None`
-/// for a message that does not parse (it is skipped, and logged).
-fn rows_of(message: &Message) -> Option<Vec<(PlayerEvent, EventRow)>> {
+/// A batch's event with its row.
+struct Incoming {
+    event: PlayerEvent,
+    row: EventRow,
+    session: SessionEvent,
+}
+
+/// The events of a message, with where they stood in the stream; none for
+/// a message that does not parse (it is skipped, and logged).
+fn incoming(message: &Message) -> Vec<Incoming> {
     let events: Vec<PlayerEvent> = match serde_json::from_slice(&message.body) {
         Ok(events) => events,
         Err(e) => {
             tracing::error!(offset = message.offset, error = %e, "a playback message does not parse; skipped");
             metrics::counter!("reelay_etl_unreadable_total", "stream" => "playback").increment(1);
-            return None;
+            return Vec::new();
         }
     };
-    Some(
-        events
-            .into_iter()
-            .enumerate()
-            .map(|(idx, e)| {
-                let row = EventRow {
-                    event_id: e.event_id,
-                    session_id: e.session_id,
-                    video_id: e.video_id.0,
-                    user_id: e.user_id.map(|u| u.to_string()).unwrap_or_default(),
-                    kind: e.kind.as_str().to_owned(),
-                    playhead_ms: e.playhead_ms,
-                    client_ms: e.client_time.timestamp_millis(),
-                    received_ms: e.received_at.timestamp_millis().max(0) as u64,
-                    rendition: e.rendition.clone().unwrap_or_default(),
-                    error_code: e.error_code.clone().unwrap_or_default(),
-                    event_date: e.received_at.format("%Y-%m-%d").to_string(),
-                    stream_offset: message.offset,
-                    idx: idx as u32,
-                };
-                (e, row)
-            })
-            .collect(),
-    )
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(idx, e)| {
+            let row = EventRow {
+                event_id: e.event_id,
+                session_id: e.session_id,
+                video_id: e.video_id.0,
+                user_id: e.user_id.map(|u| u.to_string()).unwrap_or_default(),
+                kind: e.kind.as_str().to_owned(),
+                playhead_ms: e.playhead_ms,
+                client_ms: e.client_time.timestamp_millis(),
+                received_ms: e.received_at.timestamp_millis().max(0) as u64,
+                rendition: e.rendition.clone().unwrap_or_default(),
+                error_code: e.error_code.clone().unwrap_or_default(),
+                event_date: e.received_at.format("%Y-%m-%d").to_string(),
+                stream_offset: message.offset,
+                idx: idx as u32,
+            };
+            let session = SessionEvent {
+                id: e.event_id,
+                kind: e.kind,
+                playhead_ms: e.playhead_ms,
+                client_ms: row.client_ms,
+                order: (message.offset, idx as u32),
+            };
+            Incoming {
+                event: e,
+                row,
+                session,
+            }
+        })
+        .collect()
+}
+
+/// What a flush makes of one session.
+struct Outcome {
+    session: Session,
+    /// Whether it became a view with events past the progress.
+    new_view: bool,
+    /// Indexes (into the batch) of its events not stored before.
+    fresh: Vec<usize>,
 }
 
 impl Loader for Playback {
@@ -79,7 +138,7 @@ impl Loader for Playback {
     const TABLE: &'static str = "playback_events";
 
     fn events_in(&self, message: &Message) -> usize {
-        // A cheap estimate: each event is one object of the array.
+        // Each event is one object of the array.
         message
             .body
             .windows(10)
@@ -88,53 +147,247 @@ impl Loader for Playback {
             .max(1)
     }
 
+    fn reset(&self) {
+        // Another reader may have stored events meanwhile.
+        self.cache.lock().expect("not poisoned").sessions.clear();
+    }
+
     async fn flush(&self, ctx: &Context, ch: &ClickHouse, batch: &[Message]) -> anyhow::Result<()> {
         let mut seen = HashSet::new();
-        let mut fresh: Vec<(PlayerEvent, EventRow)> = batch
+        let events: Vec<Incoming> = batch
             .iter()
-            .filter_map(rows_of)
-            .flatten()
-            .filter(|(e, _)| seen.insert(e.event_id))
+            .flat_map(incoming)
+            .filter(|i| seen.insert(i.event.event_id))
             .collect();
-        let touched: Vec<(Uuid, Uuid)> = fresh
-            .iter()
-            .map(|(e, _)| (e.video_id.0, e.session_id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let stored = analytics::session_events(ch, &touched)
-            .await
-            .context("reading the touched sessions")?;
-        // An event stored before (a client sent it again) counts once.
-        let known: HashSet<Uuid> = stored.iter().map(|r| r.event_id).collect();
-        fresh.retain(|(e, _)| !known.contains(&e.event_id));
-        let (events, rows): (Vec<PlayerEvent>, Vec<EventRow>) = fresh.into_iter().unzip();
-        let version = batch.last().map_or(0, |m| m.offset);
-        let sessions = summaries(stored.iter().chain(&rows), version);
-        ch.insert("playback_sessions", &sessions)
-            .await
-            .context("inserting session summaries")?;
-        let videos: Vec<Uuid> = sessions
-            .iter()
-            .map(|s| s.video_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let threshold = ctx.config.etl.view_threshold.as_millis() as u64;
-        let views = analytics::view_counts(ch, &videos, threshold)
-            .await
-            .context("counting views")?;
-        ctx.store.record_views(&views).await?;
-        record_positions(ctx, &events).await?;
-        // Last: the raw rows, and with them the offset.
-        for run in month_runs(&rows, |r| &r.event_date) {
-            ch.insert("playback_events", run)
-                .await
-                .context("inserting events")?;
+        let mut by_session: HashMap<Key, Vec<usize>> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            by_session
+                .entry((e.row.video_id, e.row.session_id))
+                .or_default()
+                .push(i);
         }
+        let progress = ctx.store.etl_progress(Self::NAME).await?;
+        let threshold = ctx.config.etl.view_threshold.as_millis() as u64;
+        let cached: HashMap<Key, Session> = {
+            let cache = self.cache.lock().expect("not poisoned");
+            by_session
+                .keys()
+                .filter_map(|k| cache.sessions.get(k).map(|s| (*k, s.clone())))
+                .collect()
+        };
+        let mut outcomes: HashMap<Key, Outcome> = HashMap::new();
+        let mut reread = Vec::new();
+        for (key, members) in &by_session {
+            let folded = cached
+                .get(key)
+                .and_then(|s| fold_on(s, members, &events, progress, threshold));
+            match folded {
+                Some(outcome) => {
+                    outcomes.insert(*key, outcome);
+                }
+                None => reread.push(*key),
+            }
+        }
+        if !reread.is_empty() {
+            // A session new to ClickHouse has nothing to read back.
+            let known = analytics::known_sessions(ch, &reread)
+                .await
+                .context("looking sessions up")?;
+            let known: Vec<Key> = known.into_iter().collect();
+            let stored = analytics::session_events(ch, &known)
+                .await
+                .context("reading sessions back")?;
+            let mut stored_by: HashMap<Key, Vec<EventRow>> = HashMap::new();
+            for row in stored {
+                stored_by
+                    .entry((row.video_id, row.session_id))
+                    .or_default()
+                    .push(row);
+            }
+            for key in reread {
+                let stored = stored_by.remove(&key).unwrap_or_default();
+                let outcome = refold(&stored, &by_session[&key], &events, progress, threshold);
+                outcomes.insert(key, outcome);
+            }
+        }
+        let version = batch.last().map_or(0, |m| m.offset);
+        let upto = version as i64;
+        let summaries: Vec<SessionRow> = outcomes
+            .iter()
+            .filter(|(_, o)| !o.fresh.is_empty())
+            .map(|(key, o)| row_of(*key, &o.session, version))
+            .collect();
+        let mut new_views: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for (key, o) in &outcomes {
+            if o.new_view {
+                *new_views.entry(key.0).or_default() += 1;
+            }
+        }
+        let fresh: Vec<usize> = {
+            let mut fresh: Vec<usize> = outcomes.values().flat_map(|o| o.fresh.clone()).collect();
+            fresh.sort_unstable();
+            fresh
+        };
+        let result = async {
+            ch.insert("playback_sessions", &summaries)
+                .await
+                .context("inserting session summaries")?;
+            let positions = positions(ctx, fresh.iter().map(|&i| &events[i].event)).await?;
+            let views: Vec<(Uuid, i64)> = new_views.into_iter().collect();
+            ctx.store
+                .record_playback(Self::NAME, upto, &views, &positions)
+                .await?;
+            // Last: the raw rows, and with them the offset.
+            let rows: Vec<&EventRow> = fresh.iter().map(|&i| &events[i].row).collect();
+            for run in month_runs(&rows, |r| &r.event_date) {
+                ch.insert("playback_events", run)
+                    .await
+                    .context("inserting events")?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        {
+            let mut cache = self.cache.lock().expect("not poisoned");
+            if result.is_ok() {
+                cache.flushes += 1;
+                let touched = cache.flushes;
+                for (key, mut outcome) in outcomes {
+                    outcome.session.touched = touched;
+                    cache.sessions.insert(key, outcome.session);
+                }
+                evict(&mut cache.sessions);
+            } else {
+                // What ClickHouse holds of these sessions is unknown now:
+                // the retry reads them back.
+                for key in by_session.keys() {
+                    cache.sessions.remove(key);
+                }
+            }
+        }
+        result?;
         self.drop_old_partitions(ctx, ch).await;
         Ok(())
     }
+}
+
+/// Folds a session's new events (`members`, batch indexes) into its cached
+/// fold; `None` when one came out of order (the session must be read back).
+fn fold_on(
+    cached: &Session,
+    members: &[usize],
+    events: &[Incoming],
+    progress: i64,
+    threshold: u64,
+) -> Option<Outcome> {
+    let mut members = members.to_vec();
+    members.sort_by_key(|&i| (events[i].session.client_ms, events[i].session.order));
+    let mut session = cached.clone();
+    let mut fresh = Vec::new();
+    // Views counted up to the progress were recorded by an earlier attempt.
+    let mut counted = session.fold.summary.is_view(threshold);
+    let mut new_view = false;
+    for i in members {
+        let e = &events[i];
+        match session.fold.push(&e.session) {
+            Pushed::Added => fresh.push(i),
+            Pushed::Duplicate => continue,
+            Pushed::OutOfOrder => return None,
+        }
+        if session.user_id.is_empty() {
+            session.user_id.clone_from(&e.row.user_id);
+        }
+        if !counted && session.fold.summary.is_view(threshold) {
+            counted = true;
+            new_view = e.row.stream_offset as i64 > progress;
+        }
+    }
+    Some(Outcome {
+        session,
+        new_view,
+        fresh,
+    })
+}
+
+/// A session folded from scratch: its stored events and the batch's new
+/// ones (each id once).
+fn refold(
+    stored: &[EventRow],
+    members: &[usize],
+    events: &[Incoming],
+    progress: i64,
+    threshold: u64,
+) -> Outcome {
+    let known: HashSet<Uuid> = stored.iter().map(|r| r.event_id).collect();
+    let fresh: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| !known.contains(&events[i].event.event_id))
+        .collect();
+    let old: Vec<SessionEvent> = stored.iter().filter_map(EventRow::session_event).collect();
+    // Before the batch, with what an earlier attempt counted, and after.
+    let counted_upto = |upto: Option<i64>| {
+        let mut all = old.clone();
+        all.extend(
+            fresh
+                .iter()
+                .filter(|&&i| upto.is_none_or(|p| events[i].row.stream_offset as i64 <= p))
+                .map(|&i| events[i].session.clone()),
+        );
+        Fold::of(&mut all)
+    };
+    let before = counted_upto(Some(progress));
+    let fold = counted_upto(None);
+    let user_id = stored
+        .iter()
+        .map(|r| &r.user_id)
+        .chain(members.iter().map(|&i| &events[i].row.user_id))
+        .find(|u| !u.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    Outcome {
+        new_view: !before.summary.is_view(threshold) && fold.summary.is_view(threshold),
+        session: Session {
+            fold,
+            user_id,
+            touched: 0,
+        },
+        fresh,
+    }
+}
+
+fn row_of((video_id, session_id): Key, session: &Session, version: u64) -> SessionRow {
+    let s = &session.fold.summary;
+    let started = DateTime::<Utc>::from_timestamp_millis(s.started_ms).unwrap_or_default();
+    SessionRow {
+        video_id,
+        session_id,
+        user_id: session.user_id.clone(),
+        started_ms: s.started_ms,
+        session_date: started.format("%Y-%m-%d").to_string(),
+        played_ms: s.played_ms,
+        furthest_ms: s.furthest_ms,
+        completed: u8::from(s.completed),
+        startup_ms: s.startup_ms.unwrap_or(-1),
+        rebuffer_ms: s.rebuffer_ms,
+        quality_changes: s.quality_changes,
+        errors: s.errors,
+        played: u8::from(s.played),
+        version,
+    }
+}
+
+/// Keeps the cache within [`CACHED_SESSIONS`]: past it, the least recently
+/// touched quarter goes.
+fn evict(sessions: &mut HashMap<Key, Session>) {
+    if sessions.len() <= CACHED_SESSIONS {
+        return;
+    }
+    let mut touched: Vec<u64> = sessions.values().map(|s| s.touched).collect();
+    let cut = sessions.len() - CACHED_SESSIONS * 3 / 4;
+    let (_, oldest_kept, _) = touched.select_nth_unstable(cut);
+    let oldest_kept = *oldest_kept;
+    sessions.retain(|_, s| s.touched >= oldest_kept);
 }
 
 impl Playback {
@@ -157,51 +410,15 @@ impl Playback {
     }
 }
 
-/// One summary per `(video, session)` of `rows` (each event id once), at
-/// `version`.
-fn summaries<'a>(rows: impl Iterator<Item = &'a EventRow>, version: u64) -> Vec<SessionRow> {
-    let mut sessions: HashMap<(Uuid, Uuid), (String, Vec<_>)> = HashMap::new();
-    for row in rows {
-        let Some(event) = row.session_event() else {
-            continue;
-        };
-        let entry = sessions.entry((row.video_id, row.session_id)).or_default();
-        if entry.0.is_empty() {
-            entry.0.clone_from(&row.user_id);
-        }
-        entry.1.push(event);
-    }
-    sessions
-        .into_iter()
-        .map(|((video_id, session_id), (user_id, mut events))| {
-            let s = summarize(&mut events);
-            let started = DateTime::<Utc>::from_timestamp_millis(s.started_ms).unwrap_or_default();
-            SessionRow {
-                video_id,
-                session_id,
-                user_id,
-                started_ms: s.started_ms,
-                session_date: started.format("%Y-%m-%d").to_string(),
-                played_ms: s.played_ms,
-                furthest_ms: s.furthest_ms,
-                completed: u8::from(s.completed),
-                startup_ms: s.startup_ms.unwrap_or(-1),
-                rebuffer_ms: s.rebuffer_ms,
-                quality_changes: s.quality_changes,
-                errors: s.errors,
-                played: u8::from(s.played),
-                version,
-            }
-        })
-        .collect()
-}
-
 /// The newest position of each signed-in viewer and video in `events`
 /// (by client time): where they are, 0 once they finished or got within
 /// 10 s or 5 % of the end.
-async fn record_positions(ctx: &Context, events: &[PlayerEvent]) -> anyhow::Result<()> {
+async fn positions<'a>(
+    ctx: &Context,
+    events: impl Iterator<Item = &'a PlayerEvent>,
+) -> anyhow::Result<Vec<NewPosition>> {
     use PlayerEventType as T;
-    let mut newest: BTreeMap<(Uuid, Uuid), &PlayerEvent> = BTreeMap::new();
+    let mut newest: BTreeMap<Key, &PlayerEvent> = BTreeMap::new();
     for e in events {
         let Some(user) = e.user_id else { continue };
         if !matches!(e.kind, T::Position | T::Pause | T::Seek | T::Complete) {
@@ -213,7 +430,7 @@ async fn record_positions(ctx: &Context, events: &[PlayerEvent]) -> anyhow::Resu
         }
     }
     if newest.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let videos: Vec<Uuid> = newest
         .keys()
@@ -222,7 +439,7 @@ async fn record_positions(ctx: &Context, events: &[PlayerEvent]) -> anyhow::Resu
         .into_iter()
         .collect();
     let durations: HashMap<Uuid, i64> = ctx.store.durations(&videos).await?.into_iter().collect();
-    let positions: Vec<NewPosition> = newest
+    Ok(newest
         .into_iter()
         .map(|((user_id, video_id), e)| {
             let at = e.playhead_ms as i64;
@@ -240,7 +457,5 @@ async fn record_positions(ctx: &Context, events: &[PlayerEvent]) -> anyhow::Resu
                 client_time: e.client_time,
             }
         })
-        .collect();
-    ctx.store.record_positions(&positions).await?;
-    Ok(())
+        .collect())
 }
