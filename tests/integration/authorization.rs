@@ -59,6 +59,18 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
 
     let http = reqwest::Client::new();
     let base = api.address.clone();
+    // A comment of the owner's on the uploaded video.
+    let posted: serde_json::Value = http
+        .post(format!("{base}/v1/videos/{uploaded}/comments"))
+        .bearer_auth(&owner.token)
+        .json(&json!({"text": "first"}))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("a comment");
+    let comment = posted["id"].as_str().expect("an id").to_owned();
     let tus = |method: Method, path: String| {
         http.request(method, format!("{base}{path}"))
             .header("tus-resumable", "1.0.0")
@@ -105,7 +117,103 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
         (
             "GET /v1/videos/{id}",
             Box::new(|| rest(Method::GET, format!("/v1/videos/{uploaded}"))),
+            // Anyone may see a video they may watch; an admin sees all.
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "GET /v1/videos/{id} (still uploading)",
+            Box::new(|| rest(Method::GET, format!("/v1/videos/{uploading}"))),
+            [401, 404, 403, 200, 200],
+        ),
+        (
+            "PUT /v1/videos/{id}/reaction",
+            Box::new(|| {
+                rest(Method::PUT, format!("/v1/videos/{uploaded}/reaction"))
+                    .json(&json!({"reaction": "like"}))
+            }),
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "DELETE /v1/videos/{id}/reaction",
+            Box::new(|| rest(Method::DELETE, format!("/v1/videos/{uploaded}/reaction"))),
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "PUT /v1/videos/{id}/engagement",
+            Box::new(|| {
+                rest(Method::PUT, format!("/v1/videos/{uploaded}/engagement"))
+                    .json(&json!({"comments": true}))
+            }),
             [401, 404, 403, 404, 200],
+        ),
+        (
+            "PUT /v1/bookmarks/{video_id}",
+            Box::new(|| rest(Method::PUT, format!("/v1/bookmarks/{uploaded}"))),
+            [401, 204, 403, 204, 204],
+        ),
+        (
+            "DELETE /v1/bookmarks/{video_id}",
+            Box::new(|| rest(Method::DELETE, format!("/v1/bookmarks/{uploaded}"))),
+            [401, 204, 403, 204, 204],
+        ),
+        (
+            "GET /v1/bookmarks",
+            Box::new(|| rest(Method::GET, "/v1/bookmarks".into())),
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "POST /v1/videos/{id}/comments",
+            Box::new(|| {
+                rest(Method::POST, format!("/v1/videos/{uploaded}/comments"))
+                    .json(&json!({"text": "nice"}))
+            }),
+            [401, 201, 403, 201, 201],
+        ),
+        (
+            "GET /v1/videos/{id}/comments",
+            Box::new(|| rest(Method::GET, format!("/v1/videos/{uploaded}/comments"))),
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            "DELETE /v1/comments/{id} (the owner's)",
+            Box::new(|| rest(Method::DELETE, format!("/v1/comments/{comment}"))),
+            [401, 403, 403, 204, 204],
+        ),
+        (
+            "POST /v1/events",
+            Box::new(|| {
+                rest(Method::POST, "/v1/events".into()).json(&json!({"events": [{
+                    "event_id": Uuid::new_v4(), "session_id": Uuid::new_v4(),
+                    "video_id": uploaded, "type": "open", "playhead_ms": 0,
+                    "client_time": chrono::Utc::now().to_rfc3339(),
+                }]}))
+            }),
+            [202, 202, 202, 202, 202],
+        ),
+        (
+            "GET /v1/videos/{id}/stats",
+            Box::new(|| rest(Method::GET, format!("/v1/videos/{uploaded}/stats"))),
+            [401, 404, 403, 200, 200],
+        ),
+        (
+            "GET /v1/stats/top",
+            Box::new(|| rest(Method::GET, "/v1/stats/top".into())),
+            [401, 403, 403, 200, 403],
+        ),
+        (
+            "GET /v1/videos/{id}/position",
+            Box::new(|| rest(Method::GET, format!("/v1/videos/{uploaded}/position"))),
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "GET /v1/history",
+            Box::new(|| rest(Method::GET, "/v1/history".into())),
+            [401, 200, 403, 200, 200],
+        ),
+        (
+            "DELETE /v1/history",
+            Box::new(|| rest(Method::DELETE, "/v1/history".into())),
+            [401, 200, 403, 200, 200],
         ),
         (
             "PATCH /v1/videos/{id}",

@@ -747,4 +747,308 @@ async fn every_accepted_event_lands_once_across_a_sigkill_and_a_clickhouse_outag
     let distinct: HashSet<Uuid> = stored.iter().copied().collect();
     assert_eq!(stored.len(), distinct.len(), "no event is stored twice");
     assert_eq!(distinct, accepted, "every accepted event, and only those");
+    // One session, read in pieces by two readers and retried: one view.
+    let owner_token = app.env.token(owner);
+    let (_, shown) = app
+        .call(
+            Method::GET,
+            Some(&owner_token),
+            &format!("/v1/videos/{video}"),
+            None,
+        )
+        .await;
+    assert_eq!(shown["views"], 1, "{shown}");
+    let stats = app.stats_when(&owner_token, video, |_| true).await;
+    assert_eq!(stats["views"], 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let app = App::start(true).await;
+    let (owner, owner_token) = app.user();
+    let (_, alice) = app.user();
+    let (_, bob) = app.user();
+    let video = app.env.ready_video(owner, 30_000).await;
+    let comments = format!("/v1/videos/{video}/comments");
+    let (_, posted) = app
+        .call(
+            Method::POST,
+            Some(&alice),
+            &comments,
+            Some(json!({ "text": "mine" })),
+        )
+        .await;
+    let comment = posted["id"].as_str().unwrap().to_owned();
+    app.call(
+        Method::PUT,
+        Some(&alice),
+        &format!("/v1/videos/{video}/reaction"),
+        Some(json!({ "reaction": "like" })),
+    )
+    .await;
+    let before = app.env.projections_snapshot().await;
+
+    let too_long = "é".repeat(2001);
+    // (method, token, path, body, status, what the problem says)
+    type Case<'a> = (Method, &'a str, String, Option<Value>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            &alice,
+            comments.clone(),
+            Some(json!({ "text": too_long })),
+            StatusCode::BAD_REQUEST,
+            "at most 2000",
+        ),
+        (
+            Method::POST,
+            &alice,
+            comments.clone(),
+            Some(json!({ "text": "  " })),
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            Method::POST,
+            &alice,
+            comments.clone(),
+            Some(json!({ "text": "a\u{0}b" })),
+            StatusCode::BAD_REQUEST,
+            "NUL",
+        ),
+        (
+            Method::POST,
+            &alice,
+            comments.clone(),
+            Some(json!({ "words": "hi" })),
+            StatusCode::BAD_REQUEST,
+            "text",
+        ),
+        (
+            Method::DELETE,
+            &bob,
+            format!("/v1/comments/{comment}"),
+            None,
+            StatusCode::FORBIDDEN,
+            "author",
+        ),
+        (
+            Method::DELETE,
+            &bob,
+            format!("/v1/comments/{}", Uuid::new_v4()),
+            None,
+            StatusCode::NOT_FOUND,
+            "comment",
+        ),
+        (
+            Method::PUT,
+            &alice,
+            format!("/v1/videos/{video}/reaction"),
+            Some(json!({ "reaction": "love" })),
+            StatusCode::BAD_REQUEST,
+            "unknown variant",
+        ),
+        (
+            Method::PUT,
+            &alice,
+            format!("/v1/videos/{}/reaction", VideoId::new()),
+            Some(json!({ "reaction": "like" })),
+            StatusCode::NOT_FOUND,
+            "no such video",
+        ),
+        (
+            Method::PUT,
+            &owner_token,
+            format!("/v1/videos/{video}/engagement"),
+            Some(json!({ "comments": "off" })),
+            StatusCode::BAD_REQUEST,
+            "boolean",
+        ),
+        (
+            Method::GET,
+            &alice,
+            "/v1/bookmarks?cursor=garbage".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        ),
+        (
+            Method::GET,
+            &alice,
+            "/v1/history?limit=1000".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Method::GET,
+            &owner_token,
+            format!("/v1/videos/{video}/stats?from=yesterday"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "RFC 3339",
+        ),
+        (
+            Method::GET,
+            &owner_token,
+            format!("/v1/videos/{video}/stats?from=2026-02-01&to=2026-01-01"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "before",
+        ),
+    ];
+    for (method, token, path, body, want, says) in cases {
+        let (status, problem) = app.call(method.clone(), Some(token), &path, body).await;
+        assert_eq!(status, want, "{method} {path}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(says),
+            "{method} {path}: '{detail}' should say '{says}'"
+        );
+    }
+    let admin = app.role(Role::Admin);
+    let (status, _) = app
+        .call(
+            Method::GET,
+            Some(&admin),
+            "/v1/stats/top?period=decade",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.env.projections_snapshot().await,
+        before,
+        "nothing changed"
+    );
+
+    // Bad batches: each holds a good event too, and none of it is
+    // published.
+    let good = || Session::new(video, Utc::now()).at(0, "open", 0).events[0].clone();
+    let mut unknown = good();
+    unknown["type"] = json!("teleport");
+    let mut future = good();
+    future["client_time"] = json!((Utc::now() + TimeDelta::minutes(10)).to_rfc3339());
+    let mut elsewhere = good();
+    elsewhere["video_id"] = json!(VideoId::new());
+    let mut no_session = good();
+    no_session.as_object_mut().unwrap().remove("session_id");
+    let mut refused = Vec::new();
+    for (bad, says) in [
+        (unknown, "unknown variant `teleport`"),
+        (future, "ahead of the server's clock"),
+        (elsewhere, "may watch"),
+        (no_session, "session_id"),
+    ] {
+        let first = good();
+        refused.push(first["event_id"].as_str().unwrap().to_owned());
+        let (status, problem) = app.send(None, json!({ "events": [first, bad] })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("events[1]: ") && detail.contains(says),
+            "{detail}"
+        );
+    }
+    let many: Vec<Value> = (0..101).map(|_| good()).collect();
+    refused.push(many[0]["event_id"].as_str().unwrap().to_owned());
+    let (status, problem) = app.send(None, json!({ "events": many })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 100 events")
+    );
+    let (status, _) = app.send(None, json!({ "events": [] })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let response = app
+        .http
+        .post(format!("{}/v1/events", app.api.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A good batch after them lands; none of theirs did.
+    let (status, _) = app.send(None, json!({ "events": [good()] })).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(
+        wait_until(VISIBLE_WITHIN, || async {
+            app.env.stored_events().await.1 == 1
+        })
+        .await
+    );
+    let stored: HashSet<String> = app
+        .env
+        .stored_event_ids()
+        .await
+        .iter()
+        .map(Uuid::to_string)
+        .collect();
+    assert!(
+        refused.iter().all(|id| !stored.contains(id)),
+        "a refused batch was published"
+    );
+}
+
+#[tokio::test]
+async fn reactions_and_comments_reach_clickhouse_through_the_outbox() {
+    let app = App::start(true).await;
+    let _scheduler = app.env.spawn_scheduler(app.env.scheduler_config()).await;
+    let (owner, owner_token) = app.user();
+    let (_, alice) = app.user();
+    let video = app.env.ready_video(owner, 30_000).await;
+    app.call(
+        Method::PUT,
+        Some(&alice),
+        &format!("/v1/videos/{video}/reaction"),
+        Some(json!({ "reaction": "dislike" })),
+    )
+    .await;
+    app.call(
+        Method::POST,
+        Some(&alice),
+        &format!("/v1/videos/{video}/comments"),
+        Some(json!({ "text": "hello" })),
+    )
+    .await;
+    app.call(
+        Method::PUT,
+        Some(&owner_token),
+        &format!("/v1/videos/{video}/engagement"),
+        Some(json!({ "reactions": false })),
+    )
+    .await;
+
+    #[derive(serde::Deserialize)]
+    struct Row {
+        seq: u64,
+        kind: String,
+        video_id: Uuid,
+    }
+    let ch = app.env.analytics();
+    let query = format!(
+        "SELECT seq, kind, video_id FROM {}.ugc_events ORDER BY seq",
+        ch.database()
+    );
+    let arrived = wait_until(VISIBLE_WITHIN, || async {
+        ch.query::<Row>(&query)
+            .await
+            .is_ok_and(|rows| rows.len() == 3)
+    })
+    .await;
+    assert!(arrived, "the three events reach ClickHouse");
+    let rows: Vec<Row> = ch.query(&query).await.unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["reacted", "comment_posted", "reactions_set"]);
+    assert!(rows.iter().all(|r| r.video_id == video.0));
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq), "in log order");
+    let (waiting,): (i64,) = sqlx::query_as("SELECT count(*) FROM ugc_outbox")
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "the outbox is emptied once relayed");
 }
