@@ -9,7 +9,7 @@ export REELAY_FLEET_SIGNING_KEY ?= cmVlbGF5LWRldmVsb3BtZW50LWZpcm13YXJlLWtleSE=
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build web token bench bench-api bench-encode bench-fleet rebuild-projections lint
+.PHONY: up test services build web token wrk bench bench-api bench-encode bench-fleet bench-engagement rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -51,9 +51,12 @@ bench: services
 	cargo build --release --bins
 	./target/release/reelay-bench $(BENCH_ARGS)
 
-## Read-path load (batch links, status polling) with wrk; see BENCHMARKS.md.
-bench-api: services
+## wrk, the HTTP load generator of the benches (Debian's package).
+wrk:
 	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+
+## Read-path load (batch links, status polling) with wrk; see BENCHMARKS.md.
+bench-api: services wrk
 	cargo build --release --bins
 	./target/release/reelay-api-bench $(BENCH_ARGS)
 
@@ -64,10 +67,15 @@ bench-encode: services
 
 ## Fleet: reports and queries under load (wrk), and a 10,000-device
 ## rollout at 500/s against its ideal time; see BENCHMARKS.md.
-bench-fleet: services
-	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+bench-fleet: services wrk
 	cargo build --release --bins
 	./target/release/reelay-fleet-bench $(BENCH_ARGS)
+
+## Engagement: player events and reactions under load (wrk), and the lag
+## from 202 to ClickHouse at a steady 3,000 requests/s; see BENCHMARKS.md.
+bench-engagement: services wrk
+	cargo build --release --bins
+	./target/release/reelay-engagement-bench $(BENCH_ARGS)
 
 rebuild-projections: build
 	./target/debug/reelay-worker rebuild-projections

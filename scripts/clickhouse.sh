@@ -59,6 +59,9 @@ cat > "$DIR/users.xml" <<'XML'
     <profiles>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
+            <!-- A query a client gave up on keeps running; none of ours
+                 needs a minute. -->
+            <max_execution_time>60</max_execution_time>
             <load_balancing>random</load_balancing>
         </default>
     </profiles>

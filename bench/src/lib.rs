@@ -57,6 +57,8 @@ pub fn peak_rss_mib(child: &Child) -> anyhow::Result<f64> {
 
 /// What wrk measured.
 pub struct WrkRun {
+    /// Requests completed in the run.
+    pub requests: u64,
     pub requests_per_sec: f64,
     pub p50: String,
     pub p99: String,
@@ -104,7 +106,14 @@ pub async fn wrk(
     };
     // Let the server settle before the next load.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .context("wrk printed how many requests it made")?
+        .parse()?;
     Ok(WrkRun {
+        requests,
         requests_per_sec: field("Requests/sec:")
             .context("wrk printed Requests/sec")?
             .parse()?,
