@@ -56,7 +56,7 @@ pub struct Arrival {
 #[derive(Default)]
 struct Books {
     arrivals: Vec<Arrival>,
-    cancels: Vec<String>,
+    cancels: Vec<(String, Instant)>,
     in_flight: HashSet<String>,
     max_in_flight: usize,
     seen_keys: HashSet<String>,
@@ -129,7 +129,18 @@ impl FleetBackend {
     }
 
     pub fn cancels(&self) -> Vec<String> {
-        self.inner.books.lock().unwrap().cancels.clone()
+        let books = self.inner.books.lock().unwrap();
+        books.cancels.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether a DELETE of `arrival`'s update came after it did (so the
+    /// device was told to drop it).
+    pub fn withdrawn(&self, arrival: &Arrival) -> bool {
+        let books = self.inner.books.lock().unwrap();
+        books
+            .cancels
+            .iter()
+            .any(|(id, at)| *id == arrival.update_id && *at >= arrival.at)
     }
 
     /// Reports the devices sent back.
@@ -318,7 +329,7 @@ async fn cancel(
         return StatusCode::UNAUTHORIZED;
     }
     let mut books = inner.books.lock().unwrap();
-    books.cancels.push(id.clone());
+    books.cancels.push((id.clone(), Instant::now()));
     match books.in_flight.remove(&id) || books.seen_keys.contains(&id) {
         true => StatusCode::NO_CONTENT,
         false => StatusCode::NOT_FOUND,

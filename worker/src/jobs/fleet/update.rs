@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use reelay_shared::{
-    fleet::{FirmwareStatus, UpdateEvent, UpdateId, UpdateRejection, UpdateState},
+    fleet::{FirmwareStatus, UpdateEvent, UpdateId, UpdateRejection, UpdateState, jobs::FleetJob},
     retry::RetryPolicy,
     signing,
 };
@@ -177,13 +177,26 @@ pub async fn request(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Resul
     .await;
     match answer {
         Answer::Accepted => {
-            record(
+            let acknowledged = record(
                 ctx,
                 id,
                 &[UpdateState::Requested],
                 UpdateEvent::Acknowledged,
             )
             .await?;
+            let withdrawn = !acknowledged
+                && ctx.store.device_update(id).await?.is_some_and(|u| {
+                    matches!(u.state, UpdateState::Cancelled | UpdateState::TimedOut)
+                });
+            if withdrawn {
+                // Cancelled or timed out while the call was on its way: the
+                // cancel job's DELETE may have reached the backend first
+                // (and found nothing to drop), so it is sent again.
+                tracing::info!(update.id = %id, "an update ended while it was sent; withdrawing it");
+                ctx.publisher
+                    .publish_fleet_job(FleetJob::Cancel(id))
+                    .await?;
+            }
             Ok(Outcome::Done)
         }
         Answer::Refused(reason) => {
