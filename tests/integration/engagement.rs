@@ -181,8 +181,14 @@ async fn a_scripted_session_is_one_view_with_its_watch_time_startup_and_stalls()
         "duplicates count once: {stats}"
     );
     assert_eq!(stats["unique_viewers"], 2);
-    let (_, ids) = app.env.stored_events().await;
-    assert_eq!(ids, 12 + 3 + 3);
+    // The raw rows are a flush's last insert, after the summaries.
+    let stored = wait_until(VISIBLE_WITHIN, || async {
+        app.env.stored_events().await.1 >= 12 + 3 + 3
+    })
+    .await;
+    assert!(stored, "every event is stored");
+    let (rows, ids) = app.env.stored_events().await;
+    assert_eq!((rows, ids), (12 + 3 + 3, 12 + 3 + 3), "each event once");
 
     // The count on the video, as the owner and as anyone sees it.
     let (status, shown) = app
