@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod text;
 pub mod video;
 
 pub use startup::Application;

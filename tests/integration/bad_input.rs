@@ -247,3 +247,76 @@ async fn options_advertises_the_protocol_without_a_token() {
     assert!(preflight.status().is_success());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_user_text_is_a_400_naming_the_field_and_changes_nothing() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let owner = Uuid::new_v4();
+    let tus = Tus::new(&api.address, env.token(owner));
+    let admin = env.token_with_role(Uuid::new_v4(), reelay_api::auth::Role::Admin);
+    let http = reqwest::Client::new();
+    // "title a\0b" in Upload-Metadata: no video is created.
+    let response = tus
+        .raw()
+        .post(format!("{}/files/", api.address))
+        .bearer_auth(&tus.token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 10)
+        .header("upload-metadata", "filename YS5tcDQ=,title YQBi")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let said = response.text().await.expect("body");
+    assert!(said.contains("'title'") && said.contains("NUL"), "{said}");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(env.store.pool())
+        .await
+        .expect("count");
+    assert_eq!(count, 0, "the refused creation left no event");
+
+    let id = tus.create(10).await;
+    let before = env.projections_snapshot().await;
+    let cases = [
+        (
+            http.patch(format!("{}/v1/videos/{id}", api.address))
+                .bearer_auth(&tus.token)
+                .json(&serde_json::json!({ "title": "a\u{0}b" })),
+            "title",
+        ),
+        (
+            http.patch(format!("{}/v1/videos/{id}", api.address))
+                .bearer_auth(&tus.token)
+                .json(&serde_json::json!({ "title": "fine", "description": "\u{0}" })),
+            "description",
+        ),
+        (
+            http.post(format!("{}/v1/videos/{id}/moderation", api.address))
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({ "decision": "rejected", "reason": "bad\u{0}" })),
+            "reason",
+        ),
+    ];
+    for (request, field) in cases {
+        let response = request.send().await.expect("answered");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{field}");
+        assert!(
+            response
+                .headers()
+                .get("content-type")
+                .is_some_and(|t| t == "application/problem+json"),
+            "{field}: problem+json"
+        );
+        let said = response.text().await.expect("body");
+        assert!(
+            said.contains(&format!("{field} must not contain NUL")),
+            "{field}: {said}"
+        );
+    }
+    assert_eq!(
+        env.projections_snapshot().await,
+        before,
+        "no refused request changed a projection"
+    );
+}

@@ -150,21 +150,10 @@ pub async fn bookmark(state: &AppState, user: Caller, video: &str, on: bool) -> 
 /// Checks a comment's text: 1 to [`MAX_COMMENT`] characters, not only
 /// spaces, no NUL (PostgreSQL text can't hold it).
 pub fn check_comment(text: &str) -> ApiResult<()> {
-    let len = text.chars().count();
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest("text must not be empty".into()));
     }
-    if len > MAX_COMMENT {
-        return Err(ApiError::BadRequest(format!(
-            "text is {len} characters; at most {MAX_COMMENT}"
-        )));
-    }
-    if text.contains('\0') {
-        return Err(ApiError::BadRequest(
-            "text must not contain NUL characters".into(),
-        ));
-    }
-    Ok(())
+    crate::text::check("text", text, MAX_COMMENT)
 }
 
 pub async fn post_comment(

@@ -30,15 +30,7 @@ pub struct NewFirmware {
 /// every earlier one of its hardware type or the version string exists.
 pub async fn create(state: &AppState, admin: UserId, new: NewFirmware) -> ApiResult<Firmware> {
     check_version(&new.version)?;
-    if new
-        .comment
-        .as_ref()
-        .is_some_and(|c| c.chars().count() > 2000)
-    {
-        return Err(ApiError::BadRequest(
-            "comment is longer than 2000 characters".into(),
-        ));
-    }
+    crate::text::check_opt("comment", new.comment.as_deref(), 2000)?;
     let id = FirmwareId::new();
     let mut tx = state.store.begin().await?;
     // One creator per hardware type at a time: the version_num check and

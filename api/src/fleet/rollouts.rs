@@ -76,9 +76,7 @@ fn within<T: PartialOrd + std::fmt::Display>(
 /// unknown, 409 for firmware that is not available or a downgrade the spec
 /// does not allow.
 pub async fn create(state: &AppState, admin: UserId, new: NewRollout) -> ApiResult<RolloutId> {
-    if new.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        return Err(bad("name is longer than 200 characters"));
-    }
+    crate::text::check_opt("name", new.name.as_deref(), 200)?;
     if new.targets.is_empty() || new.targets.len() > 16 {
         return Err(bad("targets must name 1 to 16 firmware ids"));
     }

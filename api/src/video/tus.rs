@@ -108,6 +108,9 @@ pub fn metadata(headers: &HeaderMap) -> Result<Metadata, ApiError> {
             return Err(bad(format!("'{key}' is longer than 1024 bytes")));
         }
         let text = String::from_utf8(value).map_err(|_| bad(format!("'{key}' is not UTF-8")))?;
+        if text.contains('\0') {
+            return Err(bad(format!("'{key}' must not contain NUL characters")));
+        }
         *slot = Some(text);
     }
     Ok(out)

@@ -18,6 +18,7 @@ use crate::{
     error::{ApiError, ApiResult, JsonBody},
     fleet::{self, FirmwareView, firmware::NewFirmware},
     state::AppState,
+    text,
     video::{Link, link_ttl},
 };
 
@@ -185,11 +186,7 @@ async fn withdraw(
                 .reason
         }
     };
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 2000) {
-        return Err(ApiError::BadRequest(
-            "reason is longer than 2000 characters".into(),
-        ));
-    }
+    text::check_opt("reason", reason.as_deref(), 2000)?;
     let firmware = fleet::firmware::withdraw(&state, firmware_id(&id)?, reason).await?;
     Ok(Json(firmware.into()))
 }

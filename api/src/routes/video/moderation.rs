@@ -20,6 +20,7 @@ use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiResult},
     state::AppState,
+    text,
     video::record_video,
 };
 
@@ -56,6 +57,7 @@ fn parse(body: &[u8]) -> ApiResult<(Verification, Option<String>)> {
             )));
         }
     };
+    text::check_opt("reason", decision.reason.as_deref(), 2000)?;
     Ok((verification, decision.reason))
 }
 

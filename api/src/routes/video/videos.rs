@@ -21,6 +21,7 @@ use crate::{
     engagement::admits,
     error::{ApiError, ApiResult},
     state::AppState,
+    text,
     video::{
         Link, delete_video, link_ttl, linkable, linkable_video, owned_video, presign_original,
         record_video,
@@ -220,14 +221,16 @@ async fn update(
 ) -> ApiResult<Json<VideoView>> {
     let Json(change) =
         body.map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object: {e}")))?;
-    let check = |field: &str, value: &Option<Option<String>>, max: usize| match value {
-        Some(Some(v)) if v.chars().count() > max => Err(ApiError::BadRequest(format!(
-            "{field} is longer than {max} characters"
-        ))),
-        _ => Ok(()),
-    };
-    check("title", &change.title, MAX_TITLE)?;
-    check("description", &change.description, MAX_DESCRIPTION)?;
+    text::check_opt(
+        "title",
+        change.title.as_ref().and_then(|t| t.as_deref()),
+        MAX_TITLE,
+    )?;
+    text::check_opt(
+        "description",
+        change.description.as_ref().and_then(|d| d.as_deref()),
+        MAX_DESCRIPTION,
+    )?;
     let video = owned_video(&state, user, &id).await?;
     if video.status == VideoStatus::Deleted {
         return Err(ApiError::Gone("deleted"));
