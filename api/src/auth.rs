@@ -28,28 +28,35 @@ pub enum Role {
 pub struct Claims {
     pub sub: Uuid,
     pub exp: u64,
-    pub iat: u64,
+    /// Issued at: optional (third-party tokens often have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     #[serde(default)]
     pub role: Role,
 }
 
-/// Verifies HS256 tokens, and RS256 ones when a public key is configured.
+/// Verifies HS256 tokens, and RS256 ones when a public key is configured:
+/// `exp` and `sub` required, `nbf` honoured when present, both with
+/// `leeway` for the issuer's clock.
 #[derive(Clone)]
 pub struct Verifier {
     hs256: DecodingKey,
     rs256: Option<DecodingKey>,
+    leeway: std::time::Duration,
 }
 
 impl Verifier {
     pub fn new(
         secret: &str,
         rsa_public_pem: Option<&str>,
+        leeway: std::time::Duration,
     ) -> Result<Self, jsonwebtoken::errors::Error> {
         Ok(Self {
             hs256: DecodingKey::from_secret(secret.as_bytes()),
             rs256: rsa_public_pem
                 .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
                 .transpose()?,
+            leeway,
         })
     }
 
@@ -69,6 +76,8 @@ impl Verifier {
         };
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
         jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|_| invalid())
@@ -88,7 +97,7 @@ pub fn issue_with_role(
         .as_secs();
     let claims = Claims {
         sub: user,
-        iat: now,
+        iat: Some(now),
         exp: now + ttl_secs,
         role,
     };
@@ -205,11 +214,13 @@ impl FromRequestParts<AppState> for AuthUser {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn a_token_carries_its_role_and_an_unknown_role_is_refused() {
-        let verifier = Verifier::new("s", None).unwrap();
+        let verifier = Verifier::new("s", None, Duration::from_secs(60)).unwrap();
         let user = Uuid::new_v4();
         let admin = verifier
             .verify(&issue_with_role("s", user, Role::Admin, 60).unwrap())
@@ -240,6 +251,35 @@ mod tests {
         )
         .unwrap();
         assert!(verifier.verify(&token).is_err());
+    }
+
+    #[test]
+    fn nbf_is_honoured_iat_is_optional_and_the_leeway_is_the_setting() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let user = Uuid::new_v4();
+        let token = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s"),
+            )
+            .unwrap()
+        };
+        let strict = Verifier::new("s", None, Duration::ZERO).unwrap();
+        let lenient = Verifier::new("s", None, Duration::from_secs(60)).unwrap();
+        let not_yet = token(serde_json::json!({ "sub": user, "exp": now + 600, "nbf": now + 300 }));
+        assert!(strict.verify(&not_yet).is_err(), "nbf in the future");
+        assert!(lenient.verify(&not_yet).is_err(), "nbf past the leeway");
+        let no_iat = token(serde_json::json!({ "sub": user, "exp": now + 60 }));
+        assert_eq!(strict.verify(&no_iat).unwrap().sub, user, "iat is optional");
+        let just_expired = token(serde_json::json!({ "sub": user, "exp": now - 30 }));
+        assert!(strict.verify(&just_expired).is_err());
+        assert!(lenient.verify(&just_expired).is_ok(), "within the leeway");
+        let long_expired = token(serde_json::json!({ "sub": user, "exp": now - 120 }));
+        assert!(lenient.verify(&long_expired).is_err());
     }
 }
 

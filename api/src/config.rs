@@ -22,6 +22,9 @@ pub struct ApiConfig {
     /// `REELAY_JWT_PUBLIC_KEY` (default unset): a PEM RSA public key; when
     /// set, RS256 tokens are accepted too.
     pub jwt_public_key: Option<String>,
+    /// `REELAY_JWT_LEEWAY_SECS` (default 60): how far a token's `exp` and
+    /// `nbf` may be off (the issuer's clock against ours).
+    pub jwt_leeway: Duration,
     pub replica: String,
     /// `REELAY_PUBLIC_URL` (default unset: the Host a request came to): the
     /// base of the manifest URLs handed to players.
@@ -66,6 +69,7 @@ impl ApiConfig {
             addr: env.parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             jwt_secret: env.required("REELAY_JWT_SECRET")?,
             jwt_public_key: env.get("REELAY_JWT_PUBLIC_KEY"),
+            jwt_leeway: env.secs_or("REELAY_JWT_LEEWAY_SECS", 60)?,
             replica: env.var_or("REELAY_REPLICA", "api"),
             public_url: env.get("REELAY_PUBLIC_URL"),
             s3: S3Config::read(env)?,
@@ -89,6 +93,7 @@ impl ApiConfig {
             ("REELAY_HTTP_ADDR", self.addr.to_string()),
             ("REELAY_JWT_SECRET", self.jwt_secret.clone()),
             ("REELAY_JWT_PUBLIC_KEY", optional(&self.jwt_public_key)),
+            ("REELAY_JWT_LEEWAY_SECS", secs(self.jwt_leeway)),
             ("REELAY_REPLICA", self.replica.clone()),
             ("REELAY_PUBLIC_URL", optional(&self.public_url)),
             ("REELAY_LINK_TTL_SECS", secs(self.link_ttl)),
@@ -152,11 +157,13 @@ mod tests {
             ("REELAY_HTTP_ADDR", "127.0.0.1:0"),
             ("REELAY_MODERATION_SECRET", "m"),
             ("REELAY_LINK_TTL_SECS", "60"),
+            ("REELAY_JWT_LEEWAY_SECS", "5"),
             ("REELAY_SERVICE_LINKS_UNVERIFIED", "false"),
         ]);
         let config = ApiConfig::read(&env).unwrap();
         assert_eq!(config.moderation_secret.as_deref(), Some("m"));
         assert!(!config.service_links_unverified);
+        assert_eq!(config.jwt_leeway, Duration::from_secs(5));
         assert_eq!(ApiConfig::read(&Env::of(config.to_env())).unwrap(), config);
         assert_eq!(config.cors_origins, ["*"]);
     }

@@ -79,8 +79,12 @@ impl Application {
                 config.lock.ttl,
             ),
             redis,
-            verifier: Verifier::new(&config.jwt_secret, config.jwt_public_key.as_deref())
-                .context("REELAY_JWT_PUBLIC_KEY is not a PEM RSA public key")?,
+            verifier: Verifier::new(
+                &config.jwt_secret,
+                config.jwt_public_key.as_deref(),
+                config.jwt_leeway,
+            )
+            .context("REELAY_JWT_PUBLIC_KEY is not a PEM RSA public key")?,
             storage: Storage::new(&config.s3).context("building the S3 client")?,
             metrics: telemetry::metrics_handle(),
             config: Arc::new(config),

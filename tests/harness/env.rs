@@ -178,6 +178,7 @@ impl TestEnv {
             addr: "127.0.0.1:0".parse().expect("valid address"),
             jwt_secret: self.jwt_secret.clone(),
             jwt_public_key: None,
+            jwt_leeway: Duration::from_secs(60),
             replica: format!("api-{}", self.id),
             public_url: None,
             s3: self.s3.clone(),

@@ -65,7 +65,7 @@ async fn rs256_tokens_verify_against_the_configured_public_key_only() {
         .as_secs();
     let claims = Claims {
         sub: Uuid::new_v4(),
-        iat: now,
+        iat: Some(now),
         exp: now + 60,
         role: Role::User,
     };
@@ -82,7 +82,7 @@ async fn rs256_tokens_verify_against_the_configured_public_key_only() {
         &Header::new(Algorithm::RS256),
         &Claims {
             exp: now - 120,
-            iat: now - 180,
+            iat: Some(now - 180),
             ..claims
         },
         &key,
