@@ -60,12 +60,17 @@ CREATE TABLE video_views (
     updated_at timestamptz NOT NULL
 );
 
--- How far into its stream each ETL reader's PostgreSQL writes (view
--- counts) went: a batch read again after a crash counts no view twice.
-CREATE TABLE etl_progress (
-    stream   text   PRIMARY KEY,
-    position bigint NOT NULL
+-- The playback sessions counted as views: each counts once, whatever
+-- reads its events again (a batch after a crash, a second reader) or
+-- however its summary changes. Rows go after 35 days (the api refuses
+-- events whose clock is 30 days behind: a player's session is over).
+CREATE TABLE counted_views (
+    video_id   uuid        NOT NULL,
+    session_id uuid        NOT NULL,
+    counted_at timestamptz NOT NULL,
+    PRIMARY KEY (video_id, session_id)
 );
+CREATE INDEX counted_views_by_age ON counted_views (counted_at);
 
 -- Where each signed-in viewer stopped each video: newest position wins,
 -- 0 once they reached the end.

@@ -310,6 +310,52 @@ async fn reactions_are_one_per_user_and_counts_stay_exact_under_concurrency() {
 }
 
 #[tokio::test]
+async fn a_session_that_falls_under_the_threshold_and_crosses_again_counts_once() {
+    let app = App::start(true).await;
+    let (owner, owner_token) = app.user();
+    let (_, viewer) = app.user();
+    let video = app.env.ready_video(owner, 600_000).await;
+    let session = Session::new(video, Utc::now() - TimeDelta::minutes(5))
+        .at(0, "play", 0)
+        .at(5_000, "position", 5_000)
+        .at(15_000, "position", 15_000)
+        // Late: a pause at 5.5 s leaves 5.5 s played, under the threshold…
+        .at(6_000, "pause", 5_500)
+        // …until playing on from 15 s makes it 15.5 s again.
+        .at(25_000, "position", 25_000);
+    let views = || async {
+        let (_, shown) = app
+            .call(
+                Method::GET,
+                Some(&owner_token),
+                &format!("/v1/videos/{video}"),
+                None,
+            )
+            .await;
+        shown["views"].as_i64().unwrap_or(-1)
+    };
+    let send = |range: std::ops::Range<usize>| {
+        let events = session.events[range].to_vec();
+        app.send(Some(&viewer), json!({ "events": events }))
+    };
+    // Each step is stored whole (the raw rows are a flush's last insert,
+    // after the views) before the next.
+    for (step, stored) in [(0..3, 3), (3..4, 4), (4..5, 5)] {
+        let (status, body) = send(step.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let done = wait_until(VISIBLE_WITHIN, || async {
+            app.env.stored_events().await.1 >= stored
+        })
+        .await;
+        assert!(done, "events {step:?} stored");
+        if step.start == 0 {
+            assert_eq!(views().await, 1, "15 s played: a view");
+        }
+    }
+    assert_eq!(views().await, 1, "the same session counts once");
+}
+
+#[tokio::test]
 async fn anonymous_viewers_send_events_but_cannot_react() {
     let app = App::start(false).await;
     let (owner, _) = app.user();

@@ -167,38 +167,37 @@ impl Store {
         )
     }
 
-    /// How far into `stream` the ETL's PostgreSQL writes went (-1: none).
-    pub async fn etl_progress(&self, stream: &str) -> Result<i64, sqlx::Error> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT position FROM etl_progress WHERE stream = $1")
-                .bind(stream)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map_or(-1, |(p,)| p))
-    }
-
-    /// One playback batch's PostgreSQL writes, in one transaction: `views`
-    /// new views per video (counted from the events past the progress the
-    /// batch saw), positions, and the progress now `upto`.
+    /// One playback batch's PostgreSQL writes, in one transaction: the
+    /// sessions that are views, `(video, session)`, and the viewers'
+    /// positions. A session counts once, ever: one already counted (by
+    /// this batch read again after a crash, by a reader that lost its
+    /// lease, or before its fold changed) is skipped by its row in
+    /// `counted_views`.
     pub async fn record_playback(
         &self,
-        stream: &str,
-        upto: i64,
-        views: &[(Uuid, i64)],
+        viewed: &[(Uuid, Uuid)],
         positions: &[NewPosition],
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        if !views.is_empty() {
-            let videos: Vec<Uuid> = views.iter().map(|v| v.0).collect();
-            let counts: Vec<i64> = views.iter().map(|v| v.1).collect();
+        if !viewed.is_empty() {
+            // In key order: two readers inserting the same sessions wait on
+            // each other instead of deadlocking.
+            let mut viewed = viewed.to_vec();
+            viewed.sort_unstable();
+            let videos: Vec<Uuid> = viewed.iter().map(|v| v.0).collect();
+            let sessions: Vec<Uuid> = viewed.iter().map(|v| v.1).collect();
             sqlx::query(
-                "INSERT INTO video_views (video_id, views, updated_at) \
-                 SELECT v, n, now() FROM unnest($1::uuid[], $2::bigint[]) AS x (v, n) \
+                "WITH counted AS (\
+                   INSERT INTO counted_views (video_id, session_id, counted_at) \
+                   SELECT v, s, now() FROM unnest($1::uuid[], $2::uuid[]) AS x (v, s) \
+                   ON CONFLICT DO NOTHING RETURNING video_id) \
+                 INSERT INTO video_views (video_id, views, updated_at) \
+                 SELECT video_id, count(*), now() FROM counted GROUP BY video_id ORDER BY video_id \
                  ON CONFLICT (video_id) DO UPDATE SET views = video_views.views + excluded.views, \
                    updated_at = excluded.updated_at",
             )
             .bind(&videos)
-            .bind(&counts)
+            .bind(&sessions)
             .execute(&mut *tx)
             .await?;
         }
@@ -221,15 +220,21 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO etl_progress (stream, position) VALUES ($1, $2) \
-             ON CONFLICT (stream) DO UPDATE SET position = greatest(etl_progress.position, excluded.position)",
-        )
-        .bind(stream)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await
+    }
+
+    /// Forgets the sessions counted before `before` (the api refuses events
+    /// whose clock is over 30 days behind, so a player's session is long
+    /// over; one whose events come further apart than this could count
+    /// again).
+    pub async fn forget_counted_views(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM counted_views WHERE counted_at < $1")
+                .bind(before)
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// The duration (ms) of each of these videos that has streams.

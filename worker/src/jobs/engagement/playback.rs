@@ -6,11 +6,10 @@
 //!    session's stored events read back from ClickHouse (a reader that just
 //!    started, an event that came late, a flush that failed before);
 //! 2. inserts the summaries (`playback_sessions`, newest version wins);
-//! 3. in one PostgreSQL transaction: the views that sessions became (each
-//!    session counts once, when it crosses the threshold, and only for
-//!    events past the progress recorded with the counts, so a batch read
-//!    again never counts twice), the viewers' newest positions, and the
-//!    progress;
+//! 3. in one PostgreSQL transaction: the sessions that are views (each
+//!    counts once, ever, by its row in `counted_views`: a batch read again,
+//!    a second reader or a summary that changed never counts twice), and
+//!    the viewers' newest positions;
 //! 4. inserts the raw events, last: with them the offset moves.
 
 use std::{
@@ -40,6 +39,9 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// A position this close to the end (or 5 % of the video, if more) resumes
 /// from the start.
 const NEAR_THE_END_MS: i64 = 10_000;
+/// How long a session counted as a view is remembered (the api refuses
+/// events over 30 days behind).
+const COUNTED_VIEWS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(35);
 /// Sessions whose fold is kept in memory; the least recently touched go
 /// first (and are read back from ClickHouse if they play on).
 const CACHED_SESSIONS: usize = 200_000;
@@ -54,6 +56,8 @@ struct Session {
     fold: Fold,
     /// The signed-in viewer's id, empty for an anonymous one.
     user_id: String,
+    /// Known to be counted as a view (in PostgreSQL).
+    counted: bool,
     /// The flush that last touched it, for eviction.
     touched: u64,
 }
@@ -127,8 +131,9 @@ fn incoming(message: &Message) -> Vec<Incoming> {
 /// What a flush makes of one session.
 struct Outcome {
     session: Session,
-    /// Whether it became a view with events past the progress.
-    new_view: bool,
+    /// A view not known to be counted: recorded (once, whatever the
+    /// session's row says) with this flush.
+    count: bool,
     /// Indexes (into the batch) of its events not stored before.
     fresh: Vec<usize>,
 }
@@ -166,7 +171,6 @@ impl Loader for Playback {
                 .or_default()
                 .push(i);
         }
-        let progress = ctx.store.etl_progress(Self::NAME).await?;
         let threshold = ctx.config.etl.view_threshold.as_millis() as u64;
         let cached: HashMap<Key, Session> = {
             let cache = self.cache.lock().expect("not poisoned");
@@ -180,7 +184,7 @@ impl Loader for Playback {
         for (key, members) in &by_session {
             let folded = cached
                 .get(key)
-                .and_then(|s| fold_on(s, members, &events, progress, threshold));
+                .and_then(|s| fold_on(s, members, &events, threshold));
             match folded {
                 Some(outcome) => {
                     outcomes.insert(*key, outcome);
@@ -206,23 +210,21 @@ impl Loader for Playback {
             }
             for key in reread {
                 let stored = stored_by.remove(&key).unwrap_or_default();
-                let outcome = refold(&stored, &by_session[&key], &events, progress, threshold);
+                let outcome = refold(&stored, &by_session[&key], &events, threshold);
                 outcomes.insert(key, outcome);
             }
         }
         let version = batch.last().map_or(0, |m| m.offset);
-        let upto = version as i64;
         let summaries: Vec<SessionRow> = outcomes
             .iter()
             .filter(|(_, o)| !o.fresh.is_empty())
             .map(|(key, o)| row_of(*key, &o.session, version))
             .collect();
-        let mut new_views: BTreeMap<Uuid, i64> = BTreeMap::new();
-        for (key, o) in &outcomes {
-            if o.new_view {
-                *new_views.entry(key.0).or_default() += 1;
-            }
-        }
+        let viewed: Vec<Key> = outcomes
+            .iter()
+            .filter(|(_, o)| o.count)
+            .map(|(key, _)| *key)
+            .collect();
         let fresh: Vec<usize> = {
             let mut fresh: Vec<usize> = outcomes.values().flat_map(|o| o.fresh.clone()).collect();
             fresh.sort_unstable();
@@ -233,10 +235,7 @@ impl Loader for Playback {
                 .await
                 .context("inserting session summaries")?;
             let positions = positions(ctx, fresh.iter().map(|&i| &events[i].event)).await?;
-            let views: Vec<(Uuid, i64)> = new_views.into_iter().collect();
-            ctx.store
-                .record_playback(Self::NAME, upto, &views, &positions)
-                .await?;
+            ctx.store.record_playback(&viewed, &positions).await?;
             // Last: the raw rows, and with them the offset.
             let rows: Vec<&EventRow> = fresh.iter().map(|&i| &events[i].row).collect();
             for run in month_runs(&rows, |r| &r.event_date) {
@@ -254,6 +253,7 @@ impl Loader for Playback {
                 let touched = cache.flushes;
                 for (key, mut outcome) in outcomes {
                     outcome.session.touched = touched;
+                    outcome.session.counted |= outcome.count;
                     cache.sessions.insert(key, outcome.session);
                 }
                 evict(&mut cache.sessions);
@@ -277,16 +277,12 @@ fn fold_on(
     cached: &Session,
     members: &[usize],
     events: &[Incoming],
-    progress: i64,
     threshold: u64,
 ) -> Option<Outcome> {
     let mut members = members.to_vec();
     members.sort_by_key(|&i| (events[i].session.client_ms, events[i].session.order));
     let mut session = cached.clone();
     let mut fresh = Vec::new();
-    // Views counted up to the progress were recorded by an earlier attempt.
-    let mut counted = session.fold.summary.is_view(threshold);
-    let mut new_view = false;
     for i in members {
         let e = &events[i];
         match session.fold.push(&e.session) {
@@ -297,47 +293,27 @@ fn fold_on(
         if session.user_id.is_empty() {
             session.user_id.clone_from(&e.row.user_id);
         }
-        if !counted && session.fold.summary.is_view(threshold) {
-            counted = true;
-            new_view = e.row.stream_offset as i64 > progress;
-        }
     }
     Some(Outcome {
+        count: !session.counted && session.fold.summary.is_view(threshold),
         session,
-        new_view,
         fresh,
     })
 }
 
 /// A session folded from scratch: its stored events and the batch's new
-/// ones (each id once).
-fn refold(
-    stored: &[EventRow],
-    members: &[usize],
-    events: &[Incoming],
-    progress: i64,
-    threshold: u64,
-) -> Outcome {
+/// ones (each id once). Whether it was counted is not known here: if it
+/// is a view, recording it again is harmless.
+fn refold(stored: &[EventRow], members: &[usize], events: &[Incoming], threshold: u64) -> Outcome {
     let known: HashSet<Uuid> = stored.iter().map(|r| r.event_id).collect();
     let fresh: Vec<usize> = members
         .iter()
         .copied()
         .filter(|&i| !known.contains(&events[i].event.event_id))
         .collect();
-    let old: Vec<SessionEvent> = stored.iter().filter_map(EventRow::session_event).collect();
-    // Before the batch, with what an earlier attempt counted, and after.
-    let counted_upto = |upto: Option<i64>| {
-        let mut all = old.clone();
-        all.extend(
-            fresh
-                .iter()
-                .filter(|&&i| upto.is_none_or(|p| events[i].row.stream_offset as i64 <= p))
-                .map(|&i| events[i].session.clone()),
-        );
-        Fold::of(&mut all)
-    };
-    let before = counted_upto(Some(progress));
-    let fold = counted_upto(None);
+    let mut all: Vec<SessionEvent> = stored.iter().filter_map(EventRow::session_event).collect();
+    all.extend(fresh.iter().map(|&i| events[i].session.clone()));
+    let fold = Fold::of(&mut all);
     let user_id = stored
         .iter()
         .map(|r| &r.user_id)
@@ -346,10 +322,11 @@ fn refold(
         .cloned()
         .unwrap_or_default();
     Outcome {
-        new_view: !before.summary.is_view(threshold) && fold.summary.is_view(threshold),
+        count: fold.summary.is_view(threshold),
         session: Session {
             fold,
             user_id,
+            counted: false,
             touched: 0,
         },
         fresh,
@@ -406,6 +383,10 @@ impl Playback {
                 "dropped analytics partitions past retention"
             ),
             Err(e) => tracing::warn!(error = %e, "dropping old analytics partitions failed"),
+        }
+        let before = Utc::now() - COUNTED_VIEWS_KEPT;
+        if let Err(e) = ctx.store.forget_counted_views(before).await {
+            tracing::warn!(error = %e, "forgetting old counted views failed");
         }
     }
 }
