@@ -184,18 +184,8 @@ pub async fn request(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Resul
                 UpdateEvent::Acknowledged,
             )
             .await?;
-            let withdrawn = !acknowledged
-                && ctx.store.device_update(id).await?.is_some_and(|u| {
-                    matches!(u.state, UpdateState::Cancelled | UpdateState::TimedOut)
-                });
-            if withdrawn {
-                // Cancelled or timed out while the call was on its way: the
-                // cancel job's DELETE may have reached the backend first
-                // (and found nothing to drop), so it is sent again.
-                tracing::info!(update.id = %id, "an update ended while it was sent; withdrawing it");
-                ctx.publisher
-                    .publish_fleet_job(FleetJob::Cancel(id))
-                    .await?;
+            if !acknowledged {
+                withdraw_if_ended(ctx, id).await?;
             }
             Ok(Outcome::Done)
         }
@@ -224,12 +214,39 @@ pub async fn request(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Resul
                 UpdateEvent::RequestFailed { reason },
             )
             .await?;
+            if !still {
+                // The request may have reached the backend all the same.
+                withdraw_if_ended(ctx, id).await?;
+            }
             Ok(match still {
                 true => Outcome::RetryLater(after),
                 false => Outcome::Done,
             })
         }
     }
+}
+
+/// After a call for an update that is no longer `requested`: if it was
+/// cancelled or timed out while the call was on its way, the cancel's
+/// DELETE may have reached the backend first (and found nothing to drop),
+/// so it is sent again: here, and through a cancel job (which retries) if
+/// the backend does not take it now.
+async fn withdraw_if_ended(ctx: &Context, id: UpdateId) -> anyhow::Result<()> {
+    let ended = ctx
+        .store
+        .device_update(id)
+        .await?
+        .is_some_and(|u| matches!(u.state, UpdateState::Cancelled | UpdateState::TimedOut));
+    if !ended {
+        return Ok(());
+    }
+    tracing::info!(update.id = %id, "an update ended while it was sent; withdrawing it");
+    if !matches!(cancel(ctx, id, 0).await?, Outcome::Done) {
+        ctx.publisher
+            .publish_fleet_job(FleetJob::Cancel(id))
+            .await?;
+    }
+    Ok(())
 }
 
 pub async fn cancel(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Result<Outcome> {
