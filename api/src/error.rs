@@ -17,8 +17,9 @@ use serde_json::json;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON request body; a body that is not the JSON expected is a 400 (413
-/// when it is too large) whose detail says what was wrong.
+/// A JSON request body: a JSON object (an array is not taken for one by
+/// position) of the shape expected. Anything else is a 400 whose detail says
+/// what was wrong, 413 when it is larger than the route's body limit.
 pub struct JsonBody<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
@@ -29,12 +30,66 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge(rejection.body_text()))
-            }
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+        if !json {
+            return Err(ApiError::BadRequest(
+                "expected a body with Content-Type: application/json".into(),
+            ));
+        }
+        let body = <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(rejection.body_text()),
+                _ => ApiError::BadRequest(rejection.body_text()),
+            })?;
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        // The rejection names the field at fault ("filter.models: …").
+        axum::Json::<T>::from_bytes(&body)
+            .map(|axum::Json(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// Query parameters; ones that do not parse are a problem+json 400 that
+/// says which.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        <axum::extract::Query<T> as axum::extract::FromRequestParts<S>>::from_request_parts(
+            parts, state,
+        )
+        .await
+        .map(|axum::extract::Query(q)| Self(q))
+        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+impl ApiError {
+    /// A 400 that also says what shape was expected.
+    pub fn expecting(self, shape: &str) -> Self {
+        match self {
+            Self::BadRequest(why) => Self::BadRequest(format!("expected {shape}: {why}")),
+            other => other,
         }
     }
 }

@@ -320,3 +320,70 @@ async fn a_nul_in_user_text_is_a_400_naming_the_field_and_changes_nothing() {
         "no refused request changed a projection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_and_query_strings_are_checked_and_refused_as_problems() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let id = tus.create(10).await;
+    let before = env.projections_snapshot().await;
+    let http = reqwest::Client::new();
+    let json = |method: reqwest::Method, path: &str, body: Vec<u8>| {
+        http.request(method, format!("{}{path}", api.address))
+            .bearer_auth(&tus.token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let huge = format!("{{\"video_id\": \"{}\"}}", " ".repeat(10 * 1024 * 1024)).into_bytes();
+    let cases = [
+        (
+            "an array for an object, by position",
+            json(
+                reqwest::Method::PATCH,
+                &format!("/v1/videos/{id}"),
+                b"[\"a title\", null]".to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "must be a JSON object",
+        ),
+        (
+            "an array of events' batch",
+            json(reqwest::Method::POST, "/v1/events", b"[[]]".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "must be a JSON object",
+        ),
+        (
+            "10 MiB of JSON",
+            json(reqwest::Method::PUT, "/v1/profile/video", huge),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (
+            "a query parameter that does not parse",
+            http.get(format!("{}/v1/videos?limit=many", api.address))
+                .bearer_auth(&tus.token),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+    ];
+    for (what, request, status, says) in cases {
+        let response = request.send().await.expect("answered");
+        assert_eq!(response.status(), status, "{what}");
+        assert!(
+            response
+                .headers()
+                .get("content-type")
+                .is_some_and(|t| t == "application/problem+json"),
+            "{what}: problem+json, not {:?}",
+            response.headers().get("content-type")
+        );
+        let body = response.text().await.expect("body");
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    assert_eq!(
+        env.projections_snapshot().await,
+        before,
+        "no refused request changed a projection"
+    );
+}

@@ -68,6 +68,11 @@ struct Batch<E> {
 /// Reads a request's body: typed at once, the common case; when that
 /// fails, again event by event, to name the bad one by its place.
 pub fn parse(body: &[u8]) -> ApiResult<Vec<IncomingEvent>> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object: {\"events\": [...]}".into(),
+        ));
+    }
     let events = match serde_json::from_slice::<Batch<IncomingEvent>>(body) {
         Ok(batch) => batch.events,
         Err(typed) => {

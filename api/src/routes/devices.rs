@@ -4,7 +4,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
+    extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, post},
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody},
     state::AppState,
 };
 
@@ -36,13 +36,10 @@ struct Registration {
 async fn register(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    body: Result<Json<Registration>, JsonRejection>,
+    body: Result<JsonBody<Registration>, ApiError>,
 ) -> ApiResult<Response> {
-    let Json(registration) = body.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected {{\"platform\": \"fcm\"|\"apns\"|\"webhook\", \"token\": string}}: {}",
-            e.body_text()
-        ))
+    let JsonBody(registration) = body.map_err(|e| {
+        e.expecting("{\"platform\": \"fcm\"|\"apns\"|\"webhook\", \"token\": string}")
     })?;
     let token = DeviceToken::parse(registration.platform, &registration.token)
         .map_err(ApiError::BadRequest)?;

@@ -4,7 +4,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     routing::{delete, get},
 };
@@ -15,7 +15,7 @@ use crate::{
     auth::{MaybeCaller, Person},
     cursor,
     engagement::{self, watchable_video},
-    error::{ApiError, ApiResult, JsonBody},
+    error::{ApiError, ApiResult, JsonBody, QueryParams},
     state::AppState,
 };
 
@@ -64,7 +64,7 @@ async fn list(
     State(state): State<AppState>,
     MaybeCaller(viewer): MaybeCaller,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Comments>> {
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;

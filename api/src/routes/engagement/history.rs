@@ -3,14 +3,20 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     routing::get,
 };
 use chrono::{DateTime, Utc};
 use reelay_shared::engagement::queries::Position;
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::Person, cursor, engagement::watchable_video, error::ApiResult, state::AppState};
+use crate::{
+    auth::Person,
+    cursor,
+    engagement::watchable_video,
+    error::{ApiResult, QueryParams},
+    state::AppState,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,7 +65,7 @@ struct History {
 async fn history(
     State(state): State<AppState>,
     Person(caller): Person,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<History>> {
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     routing::{get, put},
 };
@@ -15,7 +15,7 @@ use crate::{
     auth::{AuthUser, Person},
     cursor,
     engagement::{self, set_switches},
-    error::{ApiResult, JsonBody},
+    error::{ApiResult, JsonBody, QueryParams},
     state::AppState,
     video::owned_video,
 };
@@ -121,7 +121,7 @@ struct Bookmarks {
 async fn bookmarks(
     State(state): State<AppState>,
     Person(caller): Person,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Bookmarks>> {
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;

@@ -4,7 +4,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     routing::get,
 };
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Admin, Caller, Role},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, QueryParams},
     state::AppState,
     video::{owned_video, record_video},
 };
@@ -62,7 +62,7 @@ async fn video_stats(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(range): Query<Range>,
+    QueryParams(range): QueryParams<Range>,
 ) -> ApiResult<Json<VideoStats>> {
     let from = range
         .from
@@ -123,7 +123,7 @@ struct Top {
 async fn top(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Query(q): Query<TopQuery>,
+    QueryParams(q): QueryParams<TopQuery>,
 ) -> ApiResult<Json<Top>> {
     let period = q.period.unwrap_or_else(|| "week".into());
     let span = match period.as_str() {

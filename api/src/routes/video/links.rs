@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Caller, Role},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody},
     state::AppState,
     video::{link_ttl, linkable, moderation_allows, presign_original},
 };
@@ -47,14 +47,12 @@ pub struct BatchResponse {
 async fn batch(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<BatchRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<BatchRequest>, ApiError>,
 ) -> ApiResult<Json<BatchResponse>> {
     if caller.role == Role::User {
         return Err(ApiError::Forbidden("batch links are for services"));
     }
-    let Json(request) = body.map_err(|e| {
-        ApiError::BadRequest(format!("expected {{\"user_ids\": [uuid, ...]}}: {e}"))
-    })?;
+    let JsonBody(request) = body.map_err(|e| e.expecting("{\"user_ids\": [uuid, ...]}"))?;
     if request.user_ids.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_BATCH} user_ids per request"

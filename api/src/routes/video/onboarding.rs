@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Caller, Role},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody},
     state::AppState,
     video::{linkable, moderation_allows, presign_original},
 };
@@ -65,13 +65,12 @@ pub struct Order {
 async fn reorder(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<Order>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<Order>, ApiError>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden("only admins order onboarding content"));
     }
-    let Json(order) =
-        body.map_err(|e| ApiError::BadRequest(format!("expected {{\"video_ids\": [...]}}: {e}")))?;
+    let JsonBody(order) = body.map_err(|e| e.expecting("{\"video_ids\": [...]}"))?;
     let wanted: Vec<VideoId> = order
         .video_ids
         .iter()

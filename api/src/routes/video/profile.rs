@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::videos::VideoView;
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody},
     state::AppState,
     video::{delete_video, linkable, owned_video, set_profile_video},
 };
@@ -53,10 +53,9 @@ pub struct ProfileSet {
 async fn set(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    body: Result<Json<SetProfile>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<SetProfile>, ApiError>,
 ) -> ApiResult<Json<ProfileSet>> {
-    let Json(request) =
-        body.map_err(|e| ApiError::BadRequest(format!("expected {{\"video_id\": uuid}}: {e}")))?;
+    let JsonBody(request) = body.map_err(|e| e.expecting("{\"video_id\": uuid}"))?;
     let video = owned_video(&state, user, &request.video_id).await?;
     if !linkable(video.status) {
         return Err(ApiError::WrongState(format!(

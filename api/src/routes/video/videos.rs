@@ -19,7 +19,7 @@ use crate::{
     auth::{AuthUser, Caller, Person, Role},
     cursor,
     engagement::admits,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JsonBody, QueryParams},
     state::AppState,
     text,
     video::{
@@ -167,7 +167,7 @@ pub struct Page {
 async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page>> {
     let status = match q.status.as_deref() {
         None => None,
@@ -217,10 +217,9 @@ async fn update(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
-    body: Result<Json<DetailsUpdate>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<DetailsUpdate>, ApiError>,
 ) -> ApiResult<Json<VideoView>> {
-    let Json(change) =
-        body.map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object: {e}")))?;
+    let JsonBody(change) = body?;
     text::check_opt(
         "title",
         change.title.as_ref().and_then(|t| t.as_deref()),
