@@ -21,9 +21,22 @@ pub fn require_resumable(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// A header that may be sent once: two of them (which one would count?)
+/// are a 400.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{name} is sent more than once"
+        ))),
+        None => Ok(first),
+    }
+}
+
 /// Reads a non-negative integer header; `None` when absent.
 pub fn number(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    let Some(value) = single(headers, name)? else {
         return Ok(None);
     };
     value
@@ -68,13 +81,25 @@ pub struct Metadata {
     pub firmware: Option<String>,
 }
 
+/// The longest Upload-Metadata header: it is stored and echoed on HEAD.
+const MAX_METADATA: usize = 8 * 1024;
+/// The longest value of one key, decoded.
+const MAX_METADATA_VALUE: usize = 1024;
+
 /// Parses `key base64,key2 base64,flag`: keys unique and non-empty, values
-/// base64; filename, filetype and title must be UTF-8 of at most 1024 bytes.
+/// base64 of at most 1024 bytes (every key: the header is kept whole), the
+/// header at most 8 KiB; filename, filetype and title must be UTF-8.
 pub fn metadata(headers: &HeaderMap) -> Result<Metadata, ApiError> {
-    let Some(value) = headers.get("upload-metadata") else {
+    let Some(value) = single(headers, "upload-metadata")? else {
         return Ok(Metadata::default());
     };
     let bad = |why: String| ApiError::BadRequest(format!("Upload-Metadata: {why}"));
+    if value.len() > MAX_METADATA {
+        return Err(bad(format!(
+            "{} bytes; at most {MAX_METADATA}",
+            value.len()
+        )));
+    }
     let raw = value.to_str().map_err(|_| bad("must be ASCII".into()))?;
     let mut out = Metadata {
         raw: Some(raw.to_owned()).filter(|r| !r.trim().is_empty()),
@@ -93,6 +118,11 @@ pub fn metadata(headers: &HeaderMap) -> Result<Metadata, ApiError> {
                 .map_err(|_| bad(format!("the value of '{key}' is not base64")))?,
             _ => Vec::new(),
         };
+        if value.len() > MAX_METADATA_VALUE {
+            return Err(bad(format!(
+                "'{key}' is longer than {MAX_METADATA_VALUE} bytes"
+            )));
+        }
         let slot = match key {
             "onboarding" => {
                 out.onboarding = true;
@@ -104,9 +134,6 @@ pub fn metadata(headers: &HeaderMap) -> Result<Metadata, ApiError> {
             "firmware" => &mut out.firmware,
             _ => continue,
         };
-        if value.len() > 1024 {
-            return Err(bad(format!("'{key}' is longer than 1024 bytes")));
-        }
         let text = String::from_utf8(value).map_err(|_| bad(format!("'{key}' is not UTF-8")))?;
         if text.contains('\0') {
             return Err(bad(format!("'{key}' must not contain NUL characters")));
@@ -126,7 +153,7 @@ pub enum Checksum {
 /// Parses `Upload-Checksum: <algorithm> <base64>`; 400 for an algorithm we
 /// don't support or a malformed value.
 pub fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
-    let Some(value) = headers.get("upload-checksum") else {
+    let Some(value) = single(headers, "upload-checksum")? else {
         return Ok(None);
     };
     let value = value
@@ -241,5 +268,34 @@ mod tests {
         assert!(number(&headers(&[("upload-offset", "-1")]), "upload-offset").is_err());
         assert!(number(&headers(&[("upload-offset", "+1")]), "upload-offset").is_err());
         assert_eq!(number(&HeaderMap::new(), "upload-offset").unwrap(), None);
+        let mut twice = headers(&[("upload-length", "10")]);
+        twice.append("upload-length", HeaderValue::from_static("20"));
+        let Err(ApiError::BadRequest(said)) = number(&twice, "upload-length") else {
+            panic!("two Upload-Length headers passed");
+        };
+        assert!(said.contains("more than once"), "{said}");
+    }
+
+    #[test]
+    fn every_metadata_value_and_the_whole_header_are_bounded() {
+        let long = STANDARD.encode(vec![b'x'; 1025]);
+        let Err(ApiError::BadRequest(said)) = metadata(&headers(&[(
+            "upload-metadata",
+            &format!("anything {long}"),
+        )])) else {
+            panic!("an unknown key of 1025 bytes passed");
+        };
+        assert!(said.contains("'anything'"), "{said}");
+        let many: Vec<String> = (0..12)
+            .map(|i| format!("k{i} {}", STANDARD.encode(vec![b'x'; 700])))
+            .collect();
+        assert!(metadata(&headers(&[("upload-metadata", &many.join(","))])).is_err());
+        assert!(
+            metadata(&headers(&[(
+                "upload-metadata",
+                &format!("k {}", STANDARD.encode(vec![b'x'; 1024]))
+            )]))
+            .is_ok()
+        );
     }
 }
