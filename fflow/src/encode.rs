@@ -234,7 +234,8 @@ pub async fn probe(source: &Path) -> Result<Probe, String> {
         .map_err(|e| format!("ffprobe did not run: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(last_words(stderr.lines()).unwrap_or_else(|| "ffprobe failed".into()));
+        return Err(last_words(stderr.lines(), &[(source, "the upload")])
+            .unwrap_or_else(|| "ffprobe failed".into()));
     }
     let parsed: ProbeJson = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("ffprobe's answer is unreadable: {e}"))?;
@@ -267,11 +268,14 @@ pub async fn probe(source: &Path) -> Result<Probe, String> {
     })
 }
 
-/// The last non-empty lines of a tool's stderr, as a failure's reason.
-fn last_words<'a>(lines: impl Iterator<Item = &'a str>) -> Option<String> {
-    let kept: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
-    let last = kept.last()?;
-    Some(last.to_string())
+/// The last non-empty line of a tool's stderr, as a failure's reason
+/// (shown to the video's owner): this replica's paths in it are named by
+/// what they are (`hide`), not where they are.
+fn last_words<'a>(lines: impl Iterator<Item = &'a str>, hide: &[(&Path, &str)]) -> Option<String> {
+    let last = lines.map(str::trim).filter(|l| !l.is_empty()).last()?;
+    Some(hide.iter().fold(last.to_owned(), |line, (path, name)| {
+        line.replace(&*path.to_string_lossy(), name)
+    }))
 }
 
 /// Encodes `source` into `out` and reports whole percents to `progress`.
@@ -285,7 +289,7 @@ pub async fn transcode(
     let rungs = ladder(probe);
     tokio::fs::create_dir_all(out)
         .await
-        .map_err(|e| format!("creating {}: {e}", out.display()))?;
+        .map_err(|e| format!("creating the output folder: {e}"))?;
     let mut child = Command::new("ffmpeg")
         .args(ffmpeg_args(source, out, probe, &rungs, preset))
         .stdin(Stdio::null())
@@ -324,8 +328,11 @@ pub async fn transcode(
         .map_err(|e| format!("waiting for ffmpeg: {e}"))?;
     let tail = tail.await.unwrap_or_default();
     if !status.success() {
-        return Err(last_words(tail.iter().map(String::as_str))
-            .unwrap_or_else(|| format!("ffmpeg exited with {status}")));
+        return Err(last_words(
+            tail.iter().map(String::as_str),
+            &[(source, "the upload"), (out, "the output")],
+        )
+        .unwrap_or_else(|| format!("ffmpeg exited with {status}")));
     }
     Ok(rungs)
 }
@@ -359,7 +366,11 @@ pub async fn poster(source: &Path, into: &Path, probe: &Probe) -> Result<(), Str
         .map_err(|e| format!("ffmpeg did not run: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(last_words(stderr.lines()).unwrap_or_else(|| "the poster failed".into()));
+        return Err(last_words(
+            stderr.lines(),
+            &[(source, "the upload"), (into, "the poster")],
+        )
+        .unwrap_or_else(|| "the poster failed".into()));
     }
     Ok(())
 }

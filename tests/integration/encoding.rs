@@ -215,6 +215,10 @@ async fn a_corrupt_file_fails_with_ffmpegs_reason() {
         reason.contains("Invalid data found when processing input"),
         "ffmpeg's words: {reason}"
     );
+    assert!(
+        !reason.contains(&*stage.dir.path().to_string_lossy()),
+        "the replica's paths stay inside: {reason}"
+    );
     let response = reqwest::Client::new()
         .get(format!("{}/v1/videos/{id}/playback", stage.api.address))
         .bearer_auth(&stage.tus.token)
