@@ -244,3 +244,57 @@ async fn a_service_gets_500_users_profile_links_in_one_request() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_the_profile_while_the_video_is_deleted_never_leaves_a_deleted_profile() {
+    const RACES: usize = 150;
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let owner = Uuid::new_v4();
+    let tus = Tus::new(&api.address, env.token(owner));
+    let kept = env.ready_video(owner, 1000).await;
+    assert_eq!(
+        set_profile(&api.address, &tus, kept).await.status(),
+        StatusCode::OK
+    );
+    let mut deleted_first = 0;
+    for _ in 0..RACES {
+        let video = env.ready_video(owner, 1000).await;
+        let delete = tus
+            .raw()
+            .delete(format!("{}/v1/videos/{video}", api.address))
+            .bearer_auth(&tus.token)
+            .send();
+        let (set, deleted) = tokio::join!(set_profile(&api.address, &tus, video), delete);
+        assert!(deleted.expect("DELETE").status().is_success());
+        if set.status() != StatusCode::OK {
+            deleted_first += 1;
+        }
+        // Whatever won, there is no profile video (the set won, then the
+        // delete cleared it) or one that is not deleted.
+        let response = tus.get("/v1/profile/video").send().await.expect("GET");
+        if response.status() == StatusCode::NOT_FOUND {
+            continue;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        let view: Value = response.json().await.expect("JSON");
+        assert!(
+            !view["status"].as_str().unwrap_or_default().eq_ignore_ascii_case("deleted"),
+            "a deleted profile video: {view}"
+        );
+        let links = tus
+            .raw()
+            .post(format!("{}/v1/links", api.address))
+            .bearer_auth(env.token_with_role(Uuid::new_v4(), Role::Service))
+            .json(&json!({ "user_ids": [owner] }))
+            .send()
+            .await
+            .expect("links");
+        let links: Value = links.json().await.expect("JSON");
+        assert!(
+            !links["links"][0]["url"].is_null(),
+            "the feed gets a link for the profile video: {links}"
+        );
+    }
+    println!("{deleted_first} of {RACES} sets lost to the delete");
+}

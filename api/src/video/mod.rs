@@ -194,6 +194,32 @@ pub async fn set_profile_video(
     .await
 }
 
+/// Puts `previous` back as `user`'s profile video (or none) if `video`, set
+/// a moment ago, is still current: `video` was deleted meanwhile.
+pub async fn restore_profile_video(
+    state: &AppState,
+    user: UserId,
+    video: VideoId,
+    previous: Option<VideoId>,
+) -> ApiResult<()> {
+    change_profile(state, user, |current| {
+        match (current.as_ref().and_then(|p| p.video_id), previous) {
+            (Some(current), Some(previous)) if current == video => (
+                vec![ProfileEvent::VideoSet {
+                    video_id: previous,
+                    previous: Some(video),
+                }],
+                (),
+            ),
+            (Some(current), None) if current == video => {
+                (vec![ProfileEvent::VideoCleared { video_id: video }], ())
+            }
+            _ => (vec![], ()),
+        }
+    })
+    .await
+}
+
 /// Clears `user`'s profile if `video` is its current video (it was deleted).
 pub async fn clear_profile_if_current(
     state: &AppState,

@@ -4,6 +4,7 @@
 //! version serialises them).
 
 use axum::{Json, Router, extract::State, routing::get};
+use reelay_shared::VideoStatus;
 use serde::{Deserialize, Serialize};
 
 use super::videos::VideoView;
@@ -11,7 +12,7 @@ use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult, JsonBody},
     state::AppState,
-    video::{delete_video, linkable, owned_video, set_profile_video},
+    video::{delete_video, linkable, owned_video, restore_profile_video, set_profile_video},
 };
 
 pub fn router() -> Router<AppState> {
@@ -64,6 +65,16 @@ async fn set(
         )));
     }
     let previous = set_profile_video(&state, user, video.id).await?;
+    // A delete of the video may have run between the check above and the
+    // profile's change: its own clear found another profile video then.
+    // It appended DELETED before clearing, so it shows now; undo the change.
+    let now = state.store.video(video.id).await?;
+    if now.is_none_or(|v| v.status == VideoStatus::Deleted) {
+        restore_profile_video(&state, user, video.id, previous).await?;
+        return Err(ApiError::WrongState(
+            "the video was deleted while it became the profile video".into(),
+        ));
+    }
     if let Some(previous) = previous {
         delete_video(&state, previous).await?;
     }
