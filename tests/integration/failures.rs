@@ -75,3 +75,55 @@ async fn when_s3_keeps_failing_the_video_fails_and_its_chunks_are_dead_lettered(
     let history = env.store.events(id).await.expect("history");
     assert_eq!(history.last().expect("events").kind, "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_upload_created_while_the_broker_is_down_completes_on_its_empty_patch() {
+    let env = TestEnv::new().await;
+    let mut proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut config = env.api_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let api = env.spawn_api_with(config).await;
+    let _worker = env.spawn_worker().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+
+    proxy.cut();
+    let response = tus
+        .raw()
+        .post(format!("{}/files/", api.address))
+        .bearer_auth(&tus.token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", 0)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("the upload's Location, to resume it")
+        .to_owned();
+    let id = reelay_shared::VideoId(
+        location
+            .trim_start_matches("/files/")
+            .parse()
+            .expect("an id"),
+    );
+
+    proxy.restore().await;
+    // The broker is back: HEAD says 0 of 0, and the client's empty PATCH
+    // finishes the upload.
+    assert_eq!(tus.offset(id).await, 0);
+    let patched = wait_until(Duration::from_secs(20), || async {
+        tus.patch(id, 0, Vec::<u8>::new())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::NO_CONTENT)
+    })
+    .await;
+    assert!(patched, "the empty PATCH is taken once the broker is back");
+    let video = env
+        .wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(20))
+        .await;
+    assert_eq!(video.size_bytes, 0);
+}

@@ -303,6 +303,20 @@ async fn patch_upload(
     };
     check_offset(&video)?;
     check_length(&headers, offset, video.size())?;
+    if video.size() == 0 && video.status == VideoStatus::Pending {
+        // An empty upload whose job could not be published when it was
+        // created (the broker was down: the client got 503 with a
+        // Location): the client's empty PATCH publishes it now. A second
+        // one is harmless: the worker stores the same empty object.
+        publish_job(
+            &state,
+            JobHeader {
+                video: video.id,
+                kind: JobKind::Chunk { offset: 0 },
+            },
+        )
+        .await?;
+    }
 
     let lock = state
         .locks
