@@ -127,3 +127,78 @@ async fn an_empty_upload_created_while_the_broker_is_down_completes_on_its_empty
         .await;
     assert_eq!(video.size_bytes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after() {
+    let env = TestEnv::new().await;
+    let mut proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut config = env.api_config();
+    config.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
+    let api = env.spawn_api_with(config).await;
+    let _worker = env.spawn_worker().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let data = random_bytes(MIB);
+    let id = tus.create(2 * MIB as u64).await;
+
+    proxy.cut();
+    // A PATCH needs the upload's lock: 503 at once, nothing moved.
+    let started = std::time::Instant::now();
+    let response = tus
+        .patch(id, 0, data.clone())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    // Creation with the body: 503, but with the Location of the upload
+    // that now exists, so the client can resume it.
+    let started = std::time::Instant::now();
+    let response = tus
+        .raw()
+        .post(format!("{}/files/", api.address))
+        .bearer_auth(&tus.token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", MIB)
+        .header("content-type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(4), "failed fast");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("the Location of the upload that exists")
+        .to_owned();
+    let created = reelay_shared::VideoId(
+        location
+            .trim_start_matches("/files/")
+            .parse()
+            .expect("an id"),
+    );
+
+    proxy.restore().await;
+    // Redis is back: both resume from 0 and finish.
+    for (video, len) in [(id, 2 * MIB), (created, MIB)] {
+        assert_eq!(tus.offset(video).await, 0);
+        let resumed = wait_until(Duration::from_secs(20), || async {
+            tus.patch(video, 0, data.clone())
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::NO_CONTENT)
+        })
+        .await;
+        assert!(resumed, "the PATCH is taken once Redis is back");
+        if len > MIB {
+            tus.upload_from(video, &random_bytes(len), MIB, len).await;
+        }
+        env.wait_for_status(video, VideoStatus::Uploaded, Duration::from_secs(20))
+            .await;
+    }
+}

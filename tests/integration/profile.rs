@@ -279,7 +279,10 @@ async fn setting_the_profile_while_the_video_is_deleted_never_leaves_a_deleted_p
         assert_eq!(response.status(), StatusCode::OK);
         let view: Value = response.json().await.expect("JSON");
         assert!(
-            !view["status"].as_str().unwrap_or_default().eq_ignore_ascii_case("deleted"),
+            !view["status"]
+                .as_str()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case("deleted"),
             "a deleted profile video: {view}"
         );
         let links = tus

@@ -219,13 +219,20 @@ async fn create(
         .await
         .err();
     } else if with_body {
-        let lock = state.locks.acquire(id).await?.ok_or(ApiError::Locked)?;
-        let ingested = ingest(&state, id, 0, size, body, checksum, &lock).await;
-        let recorded = record_received(&state, id, 0, &ingested).await;
-        lock.release().await;
-        offset = recorded?.0;
-        error = ingested.error;
-        response_headers.insert("upload-offset", HeaderValue::from(offset));
+        // The upload exists from here on: a failure answers with its
+        // Location (below), so the client can resume it.
+        match state.locks.acquire(id).await {
+            Ok(Some(lock)) => {
+                let ingested = ingest(&state, id, 0, size, body, checksum, &lock).await;
+                let recorded = record_received(&state, id, 0, &ingested).await;
+                lock.release().await;
+                offset = recorded?.0;
+                error = ingested.error;
+                response_headers.insert("upload-offset", HeaderValue::from(offset));
+            }
+            Ok(None) => error = Some(ApiError::Locked),
+            Err(e) => error = Some(e.into()),
+        }
     }
     if let Some(error) = error {
         // The upload exists: say where, so the client can resume it.
