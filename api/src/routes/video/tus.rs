@@ -29,7 +29,7 @@ use crate::{
     state::AppState,
     video::{
         delete_video,
-        ingest::{Ingested, ingest},
+        ingest::{ingest, record_received},
         owned_video, publish_job, record_video,
         tus::{self, http_date},
     },
@@ -224,7 +224,8 @@ async fn create(
         match state.locks.acquire(id).await {
             Ok(Some(lock)) => {
                 let ingested = ingest(&state, id, 0, size, body, checksum, &lock).await;
-                let recorded = record_received(&state, id, 0, &ingested).await;
+                let recorded =
+                    record_received(&state, id, ingested.recorded, ingested.confirmed).await;
                 lock.release().await;
                 offset = recorded?.0;
                 error = ingested.error;
@@ -356,7 +357,7 @@ async fn patch_upload(
         &lock,
     )
     .await;
-    let recorded = record_received(&state, video.id, offset, &ingested).await;
+    let recorded = record_received(&state, video.id, ingested.recorded, ingested.confirmed).await;
     lock.release().await;
     let (new_offset, recorded_expiry) = recorded?;
     if let Some(error) = ingested.error {
@@ -398,39 +399,4 @@ async fn terminate(
 
 fn expiry(state: &AppState) -> DateTime<Utc> {
     Utc::now() + state.config.upload.expiry
-}
-
-/// Records the confirmed offset of a PATCH if it moved; returns the offset
-/// and, when it moved, the upload's new expiry.
-async fn record_received(
-    state: &AppState,
-    id: VideoId,
-    start: u64,
-    ingested: &Ingested,
-) -> ApiResult<(u64, Option<DateTime<Utc>>)> {
-    let confirmed = ingested.confirmed;
-    if confirmed == start {
-        return Ok((start, None));
-    }
-    let expires_at = expiry(state);
-    let recorded = state
-        .store
-        .append(id, |current| {
-            let video = current.existing()?;
-            if video.received() != start {
-                return Err(VideoRejection::OffsetMoved {
-                    expected: start,
-                    actual: video.received(),
-                });
-            }
-            Ok((
-                vec![VideoEvent::BytesReceived {
-                    received_bytes: confirmed,
-                    expires_at,
-                }],
-                (confirmed, Some(expires_at)),
-            ))
-        })
-        .await?;
-    Ok(recorded)
 }
