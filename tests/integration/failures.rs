@@ -141,9 +141,12 @@ async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after(
     let id = tus.create(2 * MIB as u64).await;
 
     proxy.cut();
+    // Requests answered before their body was read close their connection:
+    // each of the outage's requests gets a client of its own.
+    let outage = Tus::new(&api.address, tus.token.clone());
     // A PATCH needs the upload's lock: 503 at once, nothing moved.
     let started = std::time::Instant::now();
-    let response = tus
+    let response = outage
         .patch(id, 0, data.clone())
         .send()
         .await
@@ -157,8 +160,7 @@ async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after(
     // Creation with the body: 503, but with the Location of the upload
     // that now exists, so the client can resume it.
     let started = std::time::Instant::now();
-    let response = tus
-        .raw()
+    let response = reqwest::Client::new()
         .post(format!("{}/files/", api.address))
         .bearer_auth(&tus.token)
         .header("tus-resumable", "1.0.0")
@@ -201,4 +203,60 @@ async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after(
         env.wait_for_status(video, VideoStatus::Uploaded, Duration::from_secs(20))
             .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_connection_comes_back_by_itself_after_a_long_outage() {
+    let env = TestEnv::new().await;
+    let mut proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut config = env.redis.clone();
+    config.url = format!("redis://127.0.0.1:{}", proxy.port);
+    // The connection every api, worker and scheduler makes.
+    let mut redis = reelay_shared::lock::connect(&config)
+        .await
+        .expect("connect");
+    let key = format!("{}comeback", config.key_prefix);
+    let set = |mut redis: redis::aio::ConnectionManager, value: u32| {
+        let key = key.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut redis)
+                .await
+        }
+    };
+    set(redis.clone(), 1).await.expect("SET while up");
+
+    proxy.cut();
+    let started = std::time::Instant::now();
+    assert!(set(redis.clone(), 2).await.is_err(), "Redis is away");
+    assert!(started.elapsed() < Duration::from_secs(4), "failed fast");
+    // Longer than every reconnect attempt: each command fails, and fast
+    // (redis-rs's default settings held each for about 8 s).
+    for _ in 0..8 {
+        let started = std::time::Instant::now();
+        assert!(set(redis.clone(), 3).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "failed fast: {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    proxy.restore().await;
+    let back = wait_until(Duration::from_secs(5), || async {
+        set(redis.clone(), 4).await.is_ok()
+    })
+    .await;
+    assert!(back, "commands work again within seconds of Redis's return");
+    let value: u32 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("GET");
+    assert_eq!(value, 4);
 }
