@@ -88,10 +88,7 @@ async fn a_long_patch_records_its_progress_as_it_goes() {
     })
     .await;
     assert!(moved, "progress is recorded before the PATCH ends");
-    assert!(
-        !patch.is_finished(),
-        "the PATCH is still open"
-    );
+    assert!(!patch.is_finished(), "the PATCH is still open");
     let offset = tus.offset(id).await;
     assert!(offset <= 24 * MIB as u64, "no more than was sent: {offset}");
     assert_eq!(offset % every, 0, "at a recorded step: {offset}");
