@@ -301,3 +301,43 @@ async fn setting_the_profile_while_the_video_is_deleted_never_leaves_a_deleted_p
     }
     println!("{deleted_first} of {RACES} sets lost to the delete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sets_at_once_leave_one_profile_video_and_delete_every_other() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let owner = Uuid::new_v4();
+    let tus = Tus::new(&api.address, env.token(owner));
+    let mut all = vec![env.ready_video(owner, 1000).await];
+    assert_eq!(
+        set_profile(&api.address, &tus, all[0]).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..20 {
+        let (a, b) = (
+            env.ready_video(owner, 1000).await,
+            env.ready_video(owner, 1000).await,
+        );
+        all.extend([a, b]);
+        let (first, second) = tokio::join!(
+            set_profile(&api.address, &tus, a),
+            set_profile(&api.address, &tus, b)
+        );
+        assert_eq!(first.status(), StatusCode::OK, "both sets happen");
+        assert_eq!(second.status(), StatusCode::OK, "both sets happen");
+        let current = current_profile(&tus).await.expect("a profile video");
+        for id in &all {
+            let status = env
+                .store
+                .video(*id)
+                .await
+                .expect("read")
+                .expect("video")
+                .status;
+            match id.to_string() == current {
+                true => assert_ne!(status, VideoStatus::Deleted, "the profile video lives"),
+                false => assert_eq!(status, VideoStatus::Deleted, "every other one is deleted"),
+            }
+        }
+    }
+}

@@ -194,30 +194,46 @@ pub async fn set_profile_video(
     .await
 }
 
-/// Puts `previous` back as `user`'s profile video (or none) if `video`, set
-/// a moment ago, is still current: `video` was deleted meanwhile.
+/// Puts `previous` back as `user`'s profile video (or none, if it was
+/// deleted too) if `video`, set a moment ago, is still current: `video` was
+/// deleted meanwhile. Whether it changed the profile (if not, another set
+/// replaced `video` already, and `previous` is no one's profile video).
 pub async fn restore_profile_video(
     state: &AppState,
     user: UserId,
     video: VideoId,
     previous: Option<VideoId>,
-) -> ApiResult<()> {
-    change_profile(state, user, |current| {
+) -> ApiResult<bool> {
+    let alive = |v: Option<reelay_shared::video::Video>| {
+        v.is_some_and(|v| v.status != VideoStatus::Deleted)
+    };
+    let previous = match previous {
+        Some(p) if alive(state.store.video(p).await?) => Some(p),
+        _ => None,
+    };
+    let restored = change_profile(state, user, |current| {
         match (current.as_ref().and_then(|p| p.video_id), previous) {
             (Some(current), Some(previous)) if current == video => (
                 vec![ProfileEvent::VideoSet {
                     video_id: previous,
                     previous: Some(video),
                 }],
-                (),
+                true,
             ),
             (Some(current), None) if current == video => {
-                (vec![ProfileEvent::VideoCleared { video_id: video }], ())
+                (vec![ProfileEvent::VideoCleared { video_id: video }], true)
             }
-            _ => (vec![], ()),
+            _ => (vec![], false),
         }
     })
-    .await
+    .await?;
+    // The same check as the set's: a delete of `previous` meanwhile.
+    if let Some(p) = previous.filter(|_| restored)
+        && !alive(state.store.video(p).await?)
+    {
+        clear_profile_if_current(state, user, p).await?;
+    }
+    Ok(restored)
 }
 
 /// Clears `user`'s profile if `video` is its current video (it was deleted).

@@ -68,9 +68,11 @@ async fn set(
     // A delete of the video may have run between the check above and the
     // profile's change: its own clear found another profile video then.
     // It appended DELETED before clearing, so it shows now; undo the change.
+    // (If another set replaced it already, the set did happen: go on.)
     let now = state.store.video(video.id).await?;
-    if now.is_none_or(|v| v.status == VideoStatus::Deleted) {
-        restore_profile_video(&state, user, video.id, previous).await?;
+    if now.is_none_or(|v| v.status == VideoStatus::Deleted)
+        && restore_profile_video(&state, user, video.id, previous).await?
+    {
         return Err(ApiError::WrongState(
             "the video was deleted while it became the profile video".into(),
         ));
