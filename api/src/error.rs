@@ -36,6 +36,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .map(str::trim)
+            .map(str::to_ascii_lowercase)
             .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
         if !json {
             return Err(ApiError::BadRequest(

@@ -227,8 +227,13 @@ async fn create(
                 let recorded =
                     record_received(&state, id, ingested.recorded, ingested.confirmed).await;
                 lock.release().await;
-                offset = recorded?.0;
-                error = ingested.error;
+                match recorded {
+                    Ok((recorded, _)) => {
+                        offset = recorded;
+                        error = ingested.error;
+                    }
+                    Err(e) => error = Some(e),
+                }
                 response_headers.insert("upload-offset", HeaderValue::from(offset));
             }
             Ok(None) => error = Some(ApiError::Locked),
@@ -314,8 +319,11 @@ async fn patch_upload(
     if video.size() == 0 && video.status == VideoStatus::Pending {
         // An empty upload whose job could not be published when it was
         // created (the broker was down: the client got 503 with a
-        // Location): the client's empty PATCH publishes it now. A second
-        // one is harmless: the worker stores the same empty object.
+        // Location): the client's empty PATCH publishes it now. If the
+        // first was published after all, the worker takes the second as a
+        // redelivered chunk: the upload is recorded once, its follow-up
+        // jobs published again (tus-js-client and Uppy send no PATCH for
+        // an empty file; this is for clients that resume one).
         publish_job(
             &state,
             JobHeader {
