@@ -143,3 +143,29 @@ impl Tus {
         &self.http
     }
 }
+
+/// One JSON call to the api at `base`: the status and the body as JSON (a
+/// body that is not JSON comes back as a string).
+pub async fn call_json(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    token: Option<&str>,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = http.request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the api answers");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}

@@ -14,7 +14,9 @@ use std::{
 use chrono::{TimeDelta, Utc};
 use reelay_api::auth::Role;
 use reelay_shared::VideoId;
-use reelay_tests::{TestApi, TestEnv, TestWorker, engagement::Session, proxy::Proxy, wait_until};
+use reelay_tests::{
+    TestApi, TestEnv, TestWorker, client::call_json, engagement::Session, proxy::Proxy, wait_until,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -58,24 +60,12 @@ impl App {
 
     async fn call(
         &self,
-        method: Method,
+        method: reqwest::Method,
         token: Option<&str>,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api.address));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the api answers");
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        call_json(&self.http, &self.api.address, method, token, path, body).await
     }
 
     async fn send(&self, token: Option<&str>, batch: Value) -> (StatusCode, Value) {

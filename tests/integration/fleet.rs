@@ -10,7 +10,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use reelay_api::auth::Role;
 use reelay_tests::{
     TestApi, TestEnv, TestScheduler, TestWorker,
-    client::Tus,
+    client::{Tus, call_json},
     fleet_backend::{FleetBackend, Play},
     random_bytes, sha256_hex, wait_until,
 };
@@ -71,22 +71,7 @@ impl Fleet {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api.address));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the api answers");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        call_json(&self.http, &self.api.address, method, token, path, body).await
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {

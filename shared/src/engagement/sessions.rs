@@ -57,12 +57,6 @@ fn playing_after(kind: PlayerEventType) -> Option<bool> {
     }
 }
 
-/// Sums a session up; `events` in any order (sorted here by client time,
-/// then stream order), without duplicates.
-pub fn summarize(events: &mut [SessionEvent]) -> Summary {
-    Fold::of(events).summary
-}
-
 /// A session summed up so far, and what it takes to go on from there: a
 /// new event that sorts after the last one is folded in alone, so a
 /// session's summary costs its new events, not its history.
@@ -184,6 +178,10 @@ pub struct SessionRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summarize(events: &mut [SessionEvent]) -> Summary {
+        Fold::of(events).summary
+    }
     use PlayerEventType as T;
 
     fn ev(kind: PlayerEventType, playhead_ms: u64, client_ms: i64) -> SessionEvent {
