@@ -335,7 +335,6 @@ async fn json_bodies_and_query_strings_are_checked_and_refused_as_problems() {
             .header("content-type", "application/json")
             .body(body)
     };
-    let huge = format!("{{\"video_id\": \"{}\"}}", " ".repeat(10 * 1024 * 1024)).into_bytes();
     let cases = [
         (
             "an array for an object, by position",
@@ -352,12 +351,6 @@ async fn json_bodies_and_query_strings_are_checked_and_refused_as_problems() {
             json(reqwest::Method::POST, "/v1/events", b"[[]]".to_vec()),
             StatusCode::BAD_REQUEST,
             "must be a JSON object",
-        ),
-        (
-            "10 MiB of JSON",
-            json(reqwest::Method::PUT, "/v1/profile/video", huge),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "",
         ),
         (
             "a query parameter that does not parse",
@@ -381,9 +374,50 @@ async fn json_bodies_and_query_strings_are_checked_and_refused_as_problems() {
         let body = response.text().await.expect("body");
         assert!(body.contains(says), "{what}: {body}");
     }
+    let answer = oversized_json(&api.address, &tus.token, "/v1/profile/video").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "10 MiB of JSON: {answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "10 MiB of JSON: {answer}"
+    );
     assert_eq!(
         env.projections_snapshot().await,
         before,
         "no refused request changed a projection"
     );
+}
+
+/// Announces 10 MiB of JSON, sends a little more than the 2 MiB limit and
+/// reads the answer. Through an HTTP client the rest of the body can meet the
+/// connection the server closed after its 413 (a broken pipe, not an answer).
+async fn oversized_json(address: &str, token: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"video_id\": \"",
+        10 * MIB
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&vec![b' '; 2 * MIB + 4096])
+        .await
+        .expect("the server reads up to its limit");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The answer is small; it is complete once its body has arrived or the
+    // server has closed the connection.
+    while !String::from_utf8_lossy(&answer).contains("}") {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 10 s")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
