@@ -13,7 +13,7 @@ export REELAY_LOG_FORMAT ?= pretty
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
-up: services build
+up: services build web
 	./scripts/run.sh
 
 ## The same set-up, then every test of the workspace.
@@ -33,7 +33,7 @@ build:
 ## The browser code (web/), bundled from npm with esbuild; rebuilt when
 ## its sources or the lockfile change.
 web: web/dist/player.js
-web/dist/player.js: web/package-lock.json web/build.mjs $(wildcard web/src/*)
+web/dist/player.js: web/package-lock.json web/build.mjs $(wildcard web/src/* web/src/console/*)
 	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 ## A bearer token: make token USER=<uuid> [ROLE=user|service|admin]

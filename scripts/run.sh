@@ -25,8 +25,8 @@ run() {
 run fflow-r1 env REELAY_FFLOW_REPLICA=r1 REELAY_FFLOW_ADDR=127.0.0.1:4051 "$bin/reelay-fflow"
 run fflow-r2 env REELAY_FFLOW_REPLICA=r2 REELAY_FFLOW_ADDR=127.0.0.1:4052 "$bin/reelay-fflow"
 export REELAY_FFLOW_URLS=${REELAY_FFLOW_URLS:-http://127.0.0.1:4051,http://127.0.0.1:4052}
-run api "$bin/reelay-api"
+run api env REELAY_DEV_TOKENS=${REELAY_DEV_TOKENS:-true} "$bin/reelay-api"
 run worker-1 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9101 REELAY_SCHEDULER=true "$bin/reelay-worker"
 run worker-2 env REELAY_WORKER_HTTP_ADDR=127.0.0.1:9102 "$bin/reelay-worker"
-echo "[run] api on http://${REELAY_HTTP_ADDR:-127.0.0.1:8080}; fflow on :4051/r1/ and :4052/r2/; workers' /readyz and /metrics on :9101 (scheduler) and :9102; Ctrl-C stops"
+echo "[run] console on http://${REELAY_HTTP_ADDR:-127.0.0.1:8080}/console/ (api on the same address); fflow on :4051/r1/ and :4052/r2/; workers' /readyz and /metrics on :9101 (scheduler) and :9102; Ctrl-C stops"
 wait

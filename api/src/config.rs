@@ -1,6 +1,6 @@
 //! The api's configuration, from the environment only.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use reelay_shared::{
     clickhouse::ClickHouseConfig,
@@ -47,6 +47,13 @@ pub struct ApiConfig {
     /// api from, comma-separated, `*` for any. `scripts/bucket-cors.sh`
     /// gives the bucket the same list, so players can fetch segments.
     pub cors_origins: Vec<String>,
+    /// `REELAY_WEB_DIR` (default `web/dist`): the bundled browser code
+    /// (`make web`); the console is served from its `console/` folder.
+    pub web_dir: PathBuf,
+    /// `REELAY_DEV_TOKENS` (default false; `make up` sets it): the console's
+    /// sign-in buttons may mint tokens for a new user or an admin
+    /// (`POST /v1/dev/tokens`). Never in production: anyone could be admin.
+    pub dev_tokens: bool,
     /// Where statistics are read from.
     pub clickhouse: ClickHouseConfig,
     /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
@@ -78,6 +85,8 @@ impl ApiConfig {
             moderation_secret: env.get("REELAY_MODERATION_SECRET"),
             service_links_unverified: env.parse_or("REELAY_SERVICE_LINKS_UNVERIFIED", true)?,
             cors_origins: cors_origins(env)?,
+            web_dir: env.var_or("REELAY_WEB_DIR", "web/dist").into(),
+            dev_tokens: env.parse_or("REELAY_DEV_TOKENS", false)?,
             clickhouse: ClickHouseConfig::read(env)?,
             view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
@@ -108,6 +117,8 @@ impl ApiConfig {
             ),
             ("REELAY_CORS_ORIGINS", self.cors_origins.join(",")),
             ("REELAY_VIEW_THRESHOLD_MS", millis(self.view_threshold)),
+            ("REELAY_WEB_DIR", self.web_dir.display().to_string()),
+            ("REELAY_DEV_TOKENS", self.dev_tokens.to_string()),
         ];
         vars.extend(self.clickhouse.to_env());
         vars.extend(self.s3.to_env());
@@ -159,10 +170,12 @@ mod tests {
             ("REELAY_LINK_TTL_SECS", "60"),
             ("REELAY_JWT_LEEWAY_SECS", "5"),
             ("REELAY_SERVICE_LINKS_UNVERIFIED", "false"),
+            ("REELAY_DEV_TOKENS", "true"),
         ]);
         let config = ApiConfig::read(&env).unwrap();
         assert_eq!(config.moderation_secret.as_deref(), Some("m"));
         assert!(!config.service_links_unverified);
+        assert!(config.dev_tokens);
         assert_eq!(config.jwt_leeway, Duration::from_secs(5));
         assert_eq!(ApiConfig::read(&Env::of(config.to_env())).unwrap(), config);
         assert_eq!(config.cors_origins, ["*"]);

@@ -187,6 +187,8 @@ impl TestEnv {
             moderation_secret: Some(format!("moderation-{}", self.id)),
             service_links_unverified: true,
             cors_origins: vec!["*".into()],
+            web_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist"),
+            dev_tokens: false,
             clickhouse: self.clickhouse.clone(),
             view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {

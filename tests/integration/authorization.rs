@@ -265,6 +265,18 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
             [401, 403, 403, 200, 403],
         ),
         (
+            "GET /v1/moderation",
+            Box::new(|| rest(Method::GET, "/v1/moderation".into())),
+            [401, 403, 403, 200, 403],
+        ),
+        (
+            "POST /v1/dev/tokens while REELAY_DEV_TOKENS is off",
+            Box::new(|| {
+                rest(Method::POST, "/v1/dev/tokens".into()).json(&json!({"role": "admin"}))
+            }),
+            [404, 404, 404, 404, 404],
+        ),
+        (
             "POST /v1/moderation/{id} without a signature",
             Box::new(|| {
                 rest(Method::POST, format!("/v1/moderation/{uploaded}"))

@@ -375,7 +375,10 @@ async fn json_bodies_and_query_strings_are_checked_and_refused_as_problems() {
         assert!(body.contains(says), "{what}: {body}");
     }
     let answer = oversized_json(&api.address, &tus.token, "/v1/profile/video").await;
-    assert!(answer.starts_with("HTTP/1.1 413"), "10 MiB of JSON: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "10 MiB of JSON: {answer}"
+    );
     assert!(
         answer
             .to_ascii_lowercase()

@@ -5,6 +5,7 @@ mod authorization;
 mod bad_input;
 mod browser;
 mod concurrency;
+mod console;
 mod encoding;
 mod engagement;
 mod failures;

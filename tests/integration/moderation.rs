@@ -284,3 +284,59 @@ async fn while_the_webhook_is_down_the_request_is_retried_and_the_video_stays_pe
         "the upload itself is unaffected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_lists_whole_undecided_videos_of_every_user_oldest_first_in_pages() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let _worker = env.spawn_worker().await;
+    let admin = issue_with_role(&env.jwt_secret, Uuid::new_v4(), Role::Admin, 60).expect("token");
+    let http = reqwest::Client::new();
+    let queue = |query: String| {
+        let request = http
+            .get(format!("{}/v1/moderation{query}", api.address))
+            .bearer_auth(&admin);
+        async move {
+            let response = request.send().await.expect("GET");
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+    // Three users' whole videos, one still uploading, one decided.
+    let mut whole = Vec::new();
+    for _ in 0..3 {
+        let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+        let data = random_bytes(1000);
+        let id = tus.create(data.len() as u64).await;
+        tus.upload_from(id, &data, 0, data.len()).await;
+        env.wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(20))
+            .await;
+        whole.push(id.to_string());
+    }
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let _uploading = tus.create(100).await;
+    let decided = http
+        .post(format!("{}/v1/videos/{}/moderation", api.address, whole[1]))
+        .bearer_auth(&admin)
+        .json(&json!({"decision": "verified"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(decided.status(), StatusCode::OK);
+
+    let first = queue("?limit=1".into()).await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = queue(format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(second["next_cursor"], Value::Null, "{second}");
+    let ids: Vec<&str> = [&first, &second]
+        .iter()
+        .flat_map(|page| page["videos"].as_array().expect("videos"))
+        .map(|v| v["id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [whole[0].as_str(), whole[2].as_str()],
+        "whole, undecided, oldest first"
+    );
+    assert_eq!(second["videos"][0]["verification"], "unverified");
+}

@@ -1,6 +1,8 @@
 //! Every route group, each a `router()` merged here: the runtime's
-//! operations endpoints and push devices, and one folder per product.
+//! operations endpoints, the web console and push devices, and one folder
+//! per product.
 
+pub mod console;
 pub mod devices;
 pub mod engagement;
 pub mod fleet;
@@ -14,6 +16,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(ops::router())
+        .merge(console::router())
         .merge(devices::router())
         .merge(video::router())
         .merge(fleet::router())

@@ -53,6 +53,29 @@ impl Store {
         .await
     }
 
+    /// The moderation queue: whole videos (UPLOADED, ENCODING or READY)
+    /// awaiting a decision (`unverified` or `pending_review`), oldest first,
+    /// after the `(created_at, id)` cursor if given.
+    pub async fn moderation_queue(
+        &self,
+        after: Option<(DateTime<Utc>, VideoId)>,
+        limit: i64,
+    ) -> Result<Vec<Video>, sqlx::Error> {
+        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        sqlx::query_as(
+            "SELECT * FROM videos WHERE firmware_id IS NULL \
+             AND status IN ('UPLOADED', 'ENCODING', 'READY') \
+             AND verification IN ('unverified', 'pending_review') \
+             AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2)) \
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+    }
+
     /// The onboarding collection in order: position, then creation.
     pub async fn onboarding(&self) -> Result<Vec<Video>, sqlx::Error> {
         sqlx::query_as(

@@ -1,14 +1,15 @@
 //! Moderation decisions: a signed callback from the moderation service
 //! (`POST /v1/moderation/{id}`, HMAC-SHA256 of the body with
 //! `REELAY_MODERATION_SECRET` in `x-reelay-signature`), or an admin
-//! (`POST /v1/videos/{id}/moderation` with an admin token).
+//! (`POST /v1/videos/{id}/moderation` with an admin token). Admins read
+//! what awaits a decision at `GET /v1/moderation`.
 
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, State},
     http::HeaderMap,
-    routing::post,
+    routing::{get, post},
 };
 use reelay_shared::{
     VideoId, VideoStatus, signing,
@@ -17,8 +18,10 @@ use reelay_shared::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, Role},
-    error::{ApiError, ApiResult},
+    auth::{Admin, Caller, Role},
+    cursor,
+    error::{ApiError, ApiResult, QueryParams},
+    routes::video::videos::{Page, VideoView},
     state::AppState,
     text,
     video::record_video,
@@ -26,8 +29,37 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/moderation", get(queue))
         .route("/v1/moderation/{id}", post(callback))
         .route("/v1/videos/{id}/moderation", post(by_admin))
+}
+
+#[derive(Deserialize)]
+struct QueueQuery {
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/moderation?cursor=&limit=` (admin): whole videos of every user
+/// still `unverified` or `pending_review`, oldest first.
+async fn queue(
+    State(state): State<AppState>,
+    _: Admin,
+    QueryParams(q): QueryParams<QueueQuery>,
+) -> ApiResult<Json<Page>> {
+    let limit = cursor::limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(cursor::decode)
+        .transpose()?
+        .map(|(at, id)| (at, VideoId(id)));
+    let videos = state.store.moderation_queue(after, limit + 1).await?;
+    let (videos, next_cursor) = cursor::page(videos, limit, |v| (v.created_at, v.id.0));
+    Ok(Json(Page {
+        videos: videos.into_iter().map(VideoView::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,151 @@
+//! The web console: `/console/` serves the bundle `make web` builds into
+//! `REELAY_WEB_DIR/console/` (every script and style from npm, none from a
+//! CDN), `/` sends people there, and `/v1/dev/tokens` mints the tokens of
+//! its development sign-in buttons when `REELAY_DEV_TOKENS` is set. The
+//! console's other calls are the public API's.
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tower_http::services::ServeDir;
+use uuid::Uuid;
+
+use crate::{
+    auth::{self, Role},
+    error::{ApiError, ApiResult, JsonBody},
+    state::AppState,
+};
+
+/// How long a development token lives.
+const DEV_TOKEN_TTL_SECS: u64 = 86_400;
+
+/// Scripts only from the api's own origin; media, posters and API calls may
+/// go to S3 (presigned URLs) wherever it is; hls.js runs a worker from a blob.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: *; \
+     media-src 'self' blob: *; connect-src 'self' *; worker-src 'self' blob:; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn router() -> Router<AppState> {
+    let assets = Router::new()
+        .route("/console/", get(asset))
+        .route("/console/{*file}", get(asset))
+        .layer(middleware::from_fn(console_headers));
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .merge(assets)
+        .route("/v1/dev/tokens", get(dev_tokens_offered).post(mint))
+}
+
+/// A file of the console's bundle; `/console/` is its `index.html`.
+async fn asset(State(state): State<AppState>, request: Request) -> Response {
+    let mut files = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
+    match files.try_call(request).await {
+        Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+            ApiError::NoSuch("console file (is the bundle built? `make web`)").into_response()
+        }
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => ApiError::Internal(anyhow::Error::new(e).context("reading the console bundle"))
+            .into_response(),
+    }
+}
+
+/// The console is revalidated on every load (its file names do not change
+/// between builds) and runs under a content security policy.
+async fn console_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    response
+}
+
+#[derive(Serialize)]
+struct Offered {
+    roles: [Role; 2],
+}
+
+fn dev_tokens_on(state: &AppState) -> ApiResult<()> {
+    if state.config.dev_tokens {
+        Ok(())
+    } else {
+        Err(ApiError::NoSuch(
+            "token minting (development only: REELAY_DEV_TOKENS is off)",
+        ))
+    }
+}
+
+/// `GET /v1/dev/tokens`: 200 with the roles offered when minting is on,
+/// 404 otherwise (the console shows its buttons only then).
+async fn dev_tokens_offered(State(state): State<AppState>) -> ApiResult<Json<Offered>> {
+    dev_tokens_on(&state)?;
+    Ok(Json(Offered {
+        roles: [Role::User, Role::Admin],
+    }))
+}
+
+#[derive(Deserialize)]
+struct MintRequest {
+    role: Role,
+}
+
+#[derive(Serialize)]
+struct Minted {
+    token: String,
+    user_id: Uuid,
+    role: Role,
+    expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/dev/tokens` with `{"role": "user"|"admin"}`: a token for a new
+/// user id, valid for a day.
+async fn mint(
+    State(state): State<AppState>,
+    JsonBody(asked): JsonBody<MintRequest>,
+) -> ApiResult<(StatusCode, Json<Minted>)> {
+    dev_tokens_on(&state)?;
+    if asked.role == Role::Service {
+        return Err(ApiError::BadRequest(
+            "role: the console mints user or admin tokens".into(),
+        ));
+    }
+    let user_id = Uuid::new_v4();
+    let token = auth::issue_with_role(
+        &state.config.jwt_secret,
+        user_id,
+        asked.role,
+        DEV_TOKEN_TTL_SECS,
+    )
+    .map_err(ApiError::Internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Minted {
+            token,
+            user_id,
+            role: asked.role,
+            expires_at: Utc::now() + chrono::Duration::seconds(DEV_TOKEN_TTL_SECS as i64),
+        }),
+    ))
+}
