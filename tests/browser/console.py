@@ -3,13 +3,16 @@
 usage: console.py PLAN_JSON
 
 PLAN_JSON: {"console": url of /console/, "user_token": jwt, "clip": path
-of a video file, "rollout": id of a draft rollout, "screenshots": folder}.
+of a video file, "rollout": id of a draft rollout, "onboarding": the ids
+of two onboarding videos in order, "screenshots": folder}.
+With "mode": "resume" it only uploads the clip, printing a line `cut` once
+a tenth is through (the test breaks the connection then).
 
 A user signs in with #token=, uploads the clip through Uppy and waits for
 READY, plays it to the end (the player sends its events), likes and
 comments, and reads the statistics. Then a new admin signs in with the
-development button, approves the video in the moderation queue, and
-starts, pauses and resumes the rollout while its counts move. Prints one
+development button, approves the video in the moderation queue, moves
+the first onboarding video down, and starts, pauses and resumes the rollout while its counts move. Prints one
 JSON object with what each step saw; the Rust test judges it. Screenshots
 of each page go to the folder.
 """
@@ -122,6 +125,30 @@ class Run:
         self.until("the charts are drawn", "return document.querySelectorAll('.chart canvas').length >= 1;", 10)
         self.shot("statistics")
 
+    def resume(self):
+        """Uploads `clip` and, once a tenth is through, prints `cut` (the
+        test then cuts the connection for a while); the upload must still
+        reach 100 % by itself."""
+        d = self.driver
+        d.get(f"{self.plan['console']}#token={self.plan['user_token']}")
+        self.until("signed in", "return !!document.getElementById('sign-out');", 10)
+        self.go("#/upload")
+        self.until("Uppy is ready", "return !!document.querySelector('.uppy-Dashboard-input');", 10)
+        d.find_element(By.CSS_SELECTOR, ".uppy-Dashboard-input").send_keys(self.plan["clip"])
+        self.until("the upload button", "return !!document.querySelector('.uppy-StatusBar-actionBtn--upload');", 10)
+        self.click(".uppy-StatusBar-actionBtn--upload")
+        at_cut = self.until(
+            "a tenth is through",
+            "const v = document.getElementById('upload-progress').value; return v >= 10 ? v : null;",
+            60,
+        )
+        self.report["progress_at_cut"] = at_cut
+        print("cut", flush=True)
+        self.until("the progress reaches 100 %", "return document.getElementById('upload-progress').value >= 100;", 120)
+        self.report["video_id"] = self.until(
+            "the upload is followed", "return document.querySelector('#uploads .upload')?.dataset.id;", 20
+        )
+
     def admin(self):
         self.click("#sign-out")
         self.until("the sign-in page", "return !!document.getElementById('mint-admin');", 10)
@@ -137,6 +164,15 @@ class Run:
             video_id,
         )
         self.until("it leaves the queue", "return !document.querySelector(`#moderation tr[data-id='${arguments[0]}']`);", 10, video_id)
+
+        first, second = self.plan["onboarding"]
+        self.go("#/admin/onboarding")
+        self.until("the onboarding videos in order", "return [...document.querySelectorAll('#onboarding-order li')].map(li => li.dataset.id).join(',') === arguments[0];", 15, f"{first},{second}")
+        self.click(f"#onboarding-order li[data-id='{first}'] button[aria-label^='Move down']")
+        self.until("moved down", "return document.querySelector('#onboarding-order li')?.dataset.id === arguments[0];", 5, second)
+        self.js("[...document.querySelectorAll('main button')].find(b => b.textContent === 'Save order').click();")
+        self.until("the order is saved", "return document.getElementById('notice').textContent.includes('Order saved');", 10)
+        self.shot("onboarding")
 
         rollout = self.plan["rollout"]
         card = f"#rollouts .rollout[data-id='{rollout}']"
@@ -175,8 +211,11 @@ def main() -> None:
         try:
             driver.set_script_timeout(30)
             driver.set_window_size(1280, 900)
-            run.user()
-            run.admin()
+            if plan.get("mode") == "resume":
+                run.resume()
+            else:
+                run.user()
+                run.admin()
         except Exception as error:  # the report says where it stopped
             run.report["error"] = f"{type(error).__name__}: {error}"
             try:

@@ -15,6 +15,7 @@ use reelay_tests::{
     client::{Tus, call_json},
     fleet_backend::FleetBackend,
     media::Sample,
+    proxy::Proxy,
     sha256_hex, wait_until,
 };
 use reelay_worker::config::FleetBackend as BackendConfig;
@@ -26,6 +27,77 @@ use uuid::Uuid;
 /// docs/screenshots/).
 fn screenshots() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots")
+}
+
+/// Two onboarding videos an admin uploaded, in their order, once listed.
+async fn onboarding_videos(
+    env: &TestEnv,
+    api: &str,
+    admin: &str,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    use base64::Engine;
+    let clip = Sample::FastStart.make(dir, 1);
+    let tus = Tus::new(api, admin.to_owned());
+    let mut ids = Vec::new();
+    for title in ["Welcome", "How to upload"] {
+        let name = base64::engine::general_purpose::STANDARD.encode(title);
+        let id = tus
+            .create_with_metadata(clip.len() as u64, &format!("onboarding,name {name}"))
+            .await;
+        tus.upload_from(id, &clip, 0, clip.len()).await;
+        env.wait_for_status(
+            id,
+            reelay_shared::VideoStatus::Ready,
+            Duration::from_secs(60),
+        )
+        .await;
+        ids.push(id.to_string());
+    }
+    ids
+}
+
+/// tests/browser/console.py running on `plan`.
+struct Browser {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+async fn browse(plan: &Value) -> Browser {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/console.py"))
+        .arg(plan.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().expect("stdout");
+    Browser {
+        child,
+        lines: tokio::io::BufReader::new(stdout).lines(),
+    }
+}
+
+impl Browser {
+    /// The next line the script prints.
+    async fn line(&mut self) -> Option<String> {
+        self.lines
+            .next_line()
+            .await
+            .expect("read the script's output")
+    }
+
+    /// The script's report: its last line.
+    async fn report(mut self) -> Value {
+        let mut last = None;
+        while let Some(line) = self.line().await {
+            last = Some(line);
+        }
+        let status = self.child.wait().await.expect("the script ends");
+        assert!(status.success(), "the browser run failed ({status})");
+        serde_json::from_str(&last.expect("a report")).expect("the report is JSON")
+    }
 }
 
 /// A draft rollout of a new `iot` firmware to `devices` cabinets that run
@@ -154,6 +226,7 @@ async fn a_person_uploads_watches_moderates_and_steers_a_rollout_in_the_console(
 
     let admin = env.token_with_role(Uuid::new_v4(), Role::Admin);
     let rollout = draft_rollout(&http, &api.address, &admin, &service).await;
+    let welcome = onboarding_videos(&env, &api.address, &admin, dir.path()).await;
     let clip = Sample::FastStart.make(dir.path(), 4);
     let clip_path = dir.path().join("clip.mp4");
     std::fs::write(&clip_path, &clip).expect("write the clip");
@@ -164,20 +237,10 @@ async fn a_person_uploads_watches_moderates_and_steers_a_rollout_in_the_console(
         "user_token": env.token(Uuid::new_v4()),
         "clip": clip_path,
         "rollout": rollout,
+        "onboarding": welcome,
         "screenshots": shots,
     });
-    let output = tokio::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/console.py"))
-        .arg(plan.to_string())
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "the browser run failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    let report = browse(&plan).await.report().await;
     assert_eq!(
         report["error"],
         Value::Null,
@@ -227,6 +290,26 @@ async fn a_person_uploads_watches_moderates_and_steers_a_rollout_in_the_console(
     assert!(
         report["succeeded_after_resume"].as_i64().unwrap_or(0) > at_pause,
         "the counts moved after the resume: {report:#}"
+    );
+    let (_, order) = call_json(
+        &http,
+        &api.address,
+        Method::GET,
+        None,
+        "/v1/onboarding",
+        None,
+    )
+    .await;
+    let order: Vec<&str> = order["videos"]
+        .as_array()
+        .expect("videos")
+        .iter()
+        .map(|v| v["video_id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(
+        order,
+        [&welcome[1], &welcome[0]],
+        "the admin moved the first one down"
     );
     let (_, view) = call_json(
         &http,
@@ -316,4 +399,72 @@ async fn development_tokens_are_minted_only_when_switched_on_and_never_for_servi
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_the_console_resumes_by_itself_after_the_connection_breaks() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let _worker = env.spawn_worker().await;
+    // The browser reaches the api through a proxy the test cuts.
+    let upstream: &'static str = Box::leak(api.address.trim_start_matches("http://").into());
+    let mut proxy = Proxy::start(upstream).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = reelay_tests::random_bytes(48 * reelay_tests::MIB);
+    let path = dir.path().join("long.mp4");
+    std::fs::write(&path, &data).expect("write the file");
+    let token = env.token(Uuid::new_v4());
+    let plan = json!({
+        "mode": "resume",
+        "console": format!("http://127.0.0.1:{}/console/", proxy.port),
+        "user_token": token,
+        "clip": path,
+        "screenshots": screenshots(),
+    });
+    let mut browser = browse(&plan).await;
+    assert_eq!(
+        browser.line().await.as_deref(),
+        Some("cut"),
+        "the upload began"
+    );
+    proxy.cut();
+    let http = reqwest::Client::new();
+    let (_, page) = call_json(
+        &http,
+        &api.address,
+        Method::GET,
+        Some(&token),
+        "/v1/videos",
+        None,
+    )
+    .await;
+    let received = page["videos"][0]["received_bytes"]
+        .as_u64()
+        .expect("the upload exists");
+    assert!(
+        received < data.len() as u64,
+        "cut in the middle: {received} of {} bytes were in",
+        data.len()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore().await;
+
+    let report = browser.report().await;
+    assert_eq!(
+        report["error"],
+        Value::Null,
+        "the upload went on: {report:#}"
+    );
+    let id = VideoId::parse(report["video_id"].as_str().expect("a video id")).expect("an id");
+    env.wait_for_status(
+        id,
+        reelay_shared::VideoStatus::Uploaded,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        env.original_sha256(id).await,
+        sha256_hex(&data),
+        "byte for byte across the break"
+    );
 }

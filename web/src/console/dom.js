@@ -34,9 +34,9 @@ export function notice(message, kind = "error") {
 /// Runs an action of a button: disables it meanwhile and shows what failed.
 export async function act(button, action) {
   button.disabled = true;
+  notice(null);
   try {
     await action();
-    notice(null);
   } catch (e) {
     notice(e.message);
   } finally {

@@ -59,7 +59,7 @@ export function stats(main, id) {
               [days.map((d) => d.views), days.map((d) => d.watch_time_ms / 1000)],
               {
                 // Half a day either side, so a single day is not lost in a range of years.
-                scales: { x: { time: true, range: (_, min, max) => [min - 43200, max + 43200] } },
+                scales: { x: { time: true, auto: false, range: [x[0] - 43200, x[x.length - 1] + 43200] } },
                 axes: [{}, { size: 60 }, { side: 1, scale: "s", size: 60 }],
               },
             )
