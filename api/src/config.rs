@@ -1,6 +1,6 @@
 //! The api's configuration, from the environment only.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use reelay_shared::{
     clickhouse::ClickHouseConfig,
@@ -54,6 +54,15 @@ pub struct ApiConfig {
     /// sign-in buttons may mint tokens for a new user or an admin
     /// (`POST /v1/dev/tokens`). Never in production: anyone could be admin.
     pub dev_tokens: bool,
+    /// `REELAY_PUBLIC_RATE_PER_SEC` (default 50; 0 turns the limit off) and
+    /// `REELAY_PUBLIC_RATE_BURST` (default 200): each caller's rate on the
+    /// endpoints that need no token, per api replica (see `throttle`).
+    pub public_rate: Option<PublicRate>,
+    /// `REELAY_CLIENT_IP_HEADER` (default unset: the connection's peer):
+    /// the header a trusted proxy in front names the client in, such as
+    /// `x-forwarded-for` (its last address). Set it only behind a proxy
+    /// that sets it: a client could name any address otherwise.
+    pub client_ip_header: Option<String>,
     /// Where statistics are read from.
     pub clickhouse: ClickHouseConfig,
     /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
@@ -87,6 +96,10 @@ impl ApiConfig {
             cors_origins: cors_origins(env)?,
             web_dir: env.var_or("REELAY_WEB_DIR", "web/dist").into(),
             dev_tokens: env.parse_or("REELAY_DEV_TOKENS", false)?,
+            public_rate: PublicRate::read(env)?,
+            client_ip_header: env
+                .get("REELAY_CLIENT_IP_HEADER")
+                .map(|name| name.to_ascii_lowercase()),
             clickhouse: ClickHouseConfig::read(env)?,
             view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
@@ -119,6 +132,15 @@ impl ApiConfig {
             ("REELAY_VIEW_THRESHOLD_MS", millis(self.view_threshold)),
             ("REELAY_WEB_DIR", self.web_dir.display().to_string()),
             ("REELAY_DEV_TOKENS", self.dev_tokens.to_string()),
+            (
+                "REELAY_PUBLIC_RATE_PER_SEC",
+                self.public_rate.map_or(0, |r| r.per_sec.get()).to_string(),
+            ),
+            (
+                "REELAY_PUBLIC_RATE_BURST",
+                self.public_rate.map_or(200, |r| r.burst.get()).to_string(),
+            ),
+            ("REELAY_CLIENT_IP_HEADER", optional(&self.client_ip_header)),
         ];
         vars.extend(self.clickhouse.to_env());
         vars.extend(self.s3.to_env());
@@ -128,6 +150,30 @@ impl ApiConfig {
         vars.extend(self.upload.to_env());
         vars.extend(self.lock.to_env());
         vars
+    }
+}
+
+/// A caller's rate on the public endpoints: `per_sec` on average, `burst`
+/// at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicRate {
+    pub per_sec: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl PublicRate {
+    fn read(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let per_sec: u32 = env.parse_or("REELAY_PUBLIC_RATE_PER_SEC", 50)?;
+        let burst: u32 = env.parse_or("REELAY_PUBLIC_RATE_BURST", 200)?;
+        let Some(per_sec) = NonZeroU32::new(per_sec) else {
+            return Ok(None);
+        };
+        let burst = NonZeroU32::new(burst).ok_or(ConfigError::Invalid {
+            name: "REELAY_PUBLIC_RATE_BURST",
+            reason: "must be at least 1 (turn the limit off with REELAY_PUBLIC_RATE_PER_SEC=0)"
+                .into(),
+        })?;
+        Ok(Some(Self { per_sec, burst }))
     }
 }
 
@@ -171,14 +217,28 @@ mod tests {
             ("REELAY_JWT_LEEWAY_SECS", "5"),
             ("REELAY_SERVICE_LINKS_UNVERIFIED", "false"),
             ("REELAY_DEV_TOKENS", "true"),
+            ("REELAY_PUBLIC_RATE_PER_SEC", "5"),
+            ("REELAY_CLIENT_IP_HEADER", "X-Forwarded-For"),
         ]);
         let config = ApiConfig::read(&env).unwrap();
         assert_eq!(config.moderation_secret.as_deref(), Some("m"));
         assert!(!config.service_links_unverified);
         assert!(config.dev_tokens);
+        assert_eq!(
+            config.public_rate.map(|r| (r.per_sec.get(), r.burst.get())),
+            Some((5, 200))
+        );
+        assert_eq!(config.client_ip_header.as_deref(), Some("x-forwarded-for"));
         assert_eq!(config.jwt_leeway, Duration::from_secs(5));
         assert_eq!(ApiConfig::read(&Env::of(config.to_env())).unwrap(), config);
         assert_eq!(config.cors_origins, ["*"]);
+        let off = Env::of([
+            ("REELAY_JWT_SECRET", "s"),
+            ("REELAY_PUBLIC_RATE_PER_SEC", "0"),
+        ]);
+        let off = ApiConfig::read(&off).unwrap();
+        assert_eq!(off.public_rate, None);
+        assert_eq!(ApiConfig::read(&Env::of(off.to_env())).unwrap(), off);
     }
 
     #[test]

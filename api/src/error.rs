@@ -137,6 +137,9 @@ pub enum ApiError {
     /// 460: the body does not match Upload-Checksum.
     #[error("the body does not match Upload-Checksum")]
     ChecksumMismatch,
+    /// 429: the caller went past its rate on a public endpoint.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     /// 503: a service we depend on (the broker, the analytics store) is
     /// unavailable.
     #[error("{0}")]
@@ -160,6 +163,7 @@ impl ApiError {
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Locked => StatusCode::LOCKED,
             Self::ChecksumMismatch => StatusCode::from_u16(460).expect("460 is a valid status"),
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -303,6 +307,9 @@ impl IntoResponse for ApiError {
             }
             Self::OffsetMismatch { current, .. } => {
                 headers.insert("upload-offset", HeaderValue::from(current));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod text;
+pub mod throttle;
 pub mod video;
 
 pub use startup::Application;

@@ -67,6 +67,7 @@ impl Application {
             tracing::warn!(error = %e, "ClickHouse unavailable at start-up; statistics answer 503 until it is back");
         }
         let state = AppState {
+            throttle: crate::throttle::Throttle::new(&config),
             reports,
             playback: PlaybackSink::start(publisher.clone()),
             audiences: Audiences::default(),
@@ -117,9 +118,14 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "api listening");
         let publisher = self.state.publisher.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // The peer address keys the public endpoints' rate limits.
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         publisher.close().await;
         served
     }

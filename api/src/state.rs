@@ -38,4 +38,6 @@ pub struct AppState {
     pub audiences: Audiences,
     /// The analytics store, for statistics (never on the events' path).
     pub clickhouse: ClickHouse,
+    /// Each caller's rate on the endpoints that need no token.
+    pub throttle: crate::throttle::Throttle,
 }

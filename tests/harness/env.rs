@@ -189,6 +189,10 @@ impl TestEnv {
             cors_origins: vec!["*".into()],
             web_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist"),
             dev_tokens: false,
+            // Tests and benchmarks send from one address far past any
+            // public rate; tests/integration/rate_limits.rs turns it on.
+            public_rate: None,
+            client_ip_header: None,
             clickhouse: self.clickhouse.clone(),
             view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {

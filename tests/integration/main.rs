@@ -16,6 +16,7 @@ mod onboarding;
 mod profile;
 mod projections;
 mod push;
+mod rate_limits;
 mod reaper;
 mod resume;
 mod staging;

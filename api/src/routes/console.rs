@@ -21,6 +21,7 @@ use crate::{
     auth::{self, Role},
     error::{ApiError, ApiResult, JsonBody},
     state::AppState,
+    throttle::Throttled,
 };
 
 /// How long a development token lives.
@@ -99,7 +100,10 @@ fn dev_tokens_on(state: &AppState) -> ApiResult<()> {
 
 /// `GET /v1/dev/tokens`: 200 with the roles offered when minting is on,
 /// 404 otherwise (the console shows its buttons only then).
-async fn dev_tokens_offered(State(state): State<AppState>) -> ApiResult<Json<Offered>> {
+async fn dev_tokens_offered(
+    State(state): State<AppState>,
+    _: Throttled,
+) -> ApiResult<Json<Offered>> {
     dev_tokens_on(&state)?;
     Ok(Json(Offered {
         roles: [Role::User, Role::Admin],
@@ -123,6 +127,7 @@ struct Minted {
 /// user id, valid for a day.
 async fn mint(
     State(state): State<AppState>,
+    _: Throttled,
     JsonBody(asked): JsonBody<MintRequest>,
 ) -> ApiResult<(StatusCode, Json<Minted>)> {
     dev_tokens_on(&state)?;

@@ -17,6 +17,7 @@ use crate::{
     engagement::{self, watchable_video},
     error::{ApiError, ApiResult, JsonBody, QueryParams},
     state::AppState,
+    throttle::Throttled,
 };
 
 pub fn router() -> Router<AppState> {
@@ -62,6 +63,7 @@ struct Comments {
 /// who may watch the video (also anonymously).
 async fn list(
     State(state): State<AppState>,
+    _: Throttled,
     MaybeCaller(viewer): MaybeCaller,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<PageQuery>,

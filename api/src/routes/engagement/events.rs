@@ -8,6 +8,7 @@ use crate::{
     engagement::events::{check, parse},
     error::ApiResult,
     state::AppState,
+    throttle::Throttled,
 };
 
 pub fn router() -> Router<AppState> {
@@ -24,6 +25,7 @@ struct Accepted {
 /// the batch published); 503 while the broker is down.
 async fn accept(
     State(state): State<AppState>,
+    _: Throttled,
     MaybeCaller(viewer): MaybeCaller,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {

@@ -14,6 +14,7 @@ use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiResult, JsonBody},
     state::AppState,
+    throttle::Throttled,
     video::{linkable, moderation_allows, presign_original},
 };
 
@@ -37,7 +38,7 @@ pub struct Collection {
 
 /// `GET /v1/onboarding`: no token needed. Only playable, not rejected
 /// videos appear, each with a link of the default life.
-async fn list(State(state): State<AppState>) -> ApiResult<Json<Collection>> {
+async fn list(State(state): State<AppState>, _: Throttled) -> ApiResult<Json<Collection>> {
     let mut videos = Vec::new();
     for v in state.store.onboarding().await? {
         if !linkable(v.status) || !moderation_allows(&state, Role::Service, v.verification) {

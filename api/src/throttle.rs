@@ -1,0 +1,165 @@
+//! Rate limits of the endpoints anyone may call without a token: the
+//! onboarding collection, player events, comments read anonymously and the
+//! development tokens. Each caller, a signed-in user by their id and anyone
+//! else by their address, gets `REELAY_PUBLIC_RATE_PER_SEC` requests a
+//! second with bursts of `REELAY_PUBLIC_RATE_BURST` on each api replica;
+//! past that, 429 with `Retry-After`, before the body is read. GCRA keyed
+//! per caller (governor); callers not seen for a while are forgotten.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use uuid::Uuid;
+
+use crate::{
+    auth::Verifier,
+    config::{ApiConfig, PublicRate},
+    error::ApiError,
+    state::AppState,
+};
+
+/// How often callers not limited any more are dropped from memory.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// Who a limit is kept for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Key {
+    User(Uuid),
+    Address(IpAddr),
+}
+
+#[derive(Clone, Default)]
+pub struct Throttle {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<Key>>>,
+    /// `REELAY_CLIENT_IP_HEADER`: the header the proxy in front names the
+    /// client in (its last address), instead of the connection's peer.
+    client_ip_header: Option<String>,
+}
+
+impl Throttle {
+    /// The limiter of `config` (none when the rate is 0), and a task that
+    /// forgets idle callers for as long as the limiter lives.
+    pub fn new(config: &ApiConfig) -> Self {
+        let limiter = config.public_rate.map(|PublicRate { per_sec, burst }| {
+            let quota = Quota::per_second(per_sec).allow_burst(burst.max(NonZeroU32::MIN));
+            Arc::new(RateLimiter::keyed(quota))
+        });
+        if let Some(limiter) = &limiter {
+            let weak: Weak<DefaultKeyedRateLimiter<Key>> = Arc::downgrade(limiter);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(FORGET_EVERY);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let Some(limiter) = weak.upgrade() else { break };
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            });
+        }
+        Self {
+            limiter,
+            client_ip_header: config.client_ip_header.clone(),
+        }
+    }
+
+    fn key(&self, parts: &Parts, verifier: &Verifier) -> Key {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // A token that does not verify counts as no token here; the
+        // endpoint itself refuses it.
+        if let Some(claims) = token.and_then(|t| verifier.verify(t).ok()) {
+            return Key::User(claims.sub);
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Key::Address(
+            self.client_ip_header
+                .as_deref()
+                .and_then(|name| forwarded(&parts.headers, name))
+                .unwrap_or(peer),
+        )
+    }
+}
+
+/// The last address of a proxy's header (`X-Forwarded-For: client, proxy1`
+/// gains the peer each proxy saw at its end; the last is the one ours saw).
+fn forwarded(headers: &HeaderMap, name: &str) -> Option<IpAddr> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse().ok())
+}
+
+/// A request to a public endpoint within its caller's rate.
+pub struct Throttled;
+
+impl FromRequestParts<AppState> for Throttled {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let throttle = &state.throttle;
+        let Some(limiter) = &throttle.limiter else {
+            return Ok(Self);
+        };
+        match limiter.check_key(&throttle.key(parts, &state.verifier)) {
+            Ok(()) => Ok(Self),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                metrics::counter!("reelay_public_requests_throttled_total").increment(1);
+                Err(ApiError::TooManyRequests {
+                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_last_address_of_the_proxys_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7".parse().unwrap(),
+        );
+        assert_eq!(
+            forwarded(&headers, "x-forwarded-for"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        headers.append("x-forwarded-for", "2001:db8::1".parse().unwrap());
+        assert_eq!(
+            forwarded(&headers, "x-forwarded-for"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(forwarded(&headers, "x-real-ip"), None);
+        headers.insert("x-real-ip", "not an address".parse().unwrap());
+        assert_eq!(forwarded(&headers, "x-real-ip"), None);
+    }
+}
