@@ -66,6 +66,11 @@ impl Application {
         if let Err(e) = analytics::migrate(&clickhouse).await {
             tracing::warn!(error = %e, "ClickHouse unavailable at start-up; statistics answer 503 until it is back");
         }
+        if config.dev_tokens {
+            tracing::warn!(
+                "REELAY_DEV_TOKENS is on: this machine may mint admin tokens (development only)"
+            );
+        }
         let state = AppState {
             throttle: crate::throttle::Throttle::new(&config),
             reports,

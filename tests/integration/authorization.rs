@@ -290,6 +290,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
             [200, 200, 200, 200, 200],
         ),
         (
+            "GET /v1/onboarding/members",
+            Box::new(|| rest(Method::GET, "/v1/onboarding/members".into())),
+            [401, 403, 403, 200, 403],
+        ),
+        (
             "PUT /v1/onboarding",
             Box::new(|| rest(Method::PUT, "/v1/onboarding".into()).json(&json!({"video_ids": []}))),
             [401, 403, 403, 200, 403],

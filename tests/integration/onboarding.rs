@@ -135,3 +135,63 @@ async fn admins_upload_onboarding_content_that_anyone_lists_in_order() {
         .collect();
     assert_eq!(after, order, "the order is rebuilt from the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_every_member_also_those_the_public_list_leaves_out() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let _worker = env.spawn_worker().await;
+    let admin = issue_with_role(&env.jwt_secret, Uuid::new_v4(), Role::Admin, 600).expect("token");
+    let admin_tus = Tus::new(&api.address, admin.clone());
+    let data = random_bytes(3000);
+    let (_, whole) = create_onboarding(&api.address, &admin, data.len()).await;
+    let whole = whole.expect("an id");
+    admin_tus.upload_from(whole, &data, 0, data.len()).await;
+    env.wait_for_status(whole, VideoStatus::Uploaded, Duration::from_secs(20))
+        .await;
+    let (_, uploading) = create_onboarding(&api.address, &admin, 10).await;
+    let uploading = uploading.expect("an id");
+
+    let public: Vec<String> = collection(&api.address)
+        .await
+        .iter()
+        .map(|v| v["video_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(public, [whole.to_string()], "only what plays is public");
+    let members: Value = reqwest::Client::new()
+        .get(format!("{}/v1/onboarding/members", api.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    let listed: Vec<(&str, &str)> = members["videos"]
+        .as_array()
+        .expect("videos")
+        .iter()
+        .map(|v| {
+            (
+                v["video_id"].as_str().expect("id"),
+                v["status"].as_str().expect("status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (whole.to_string().as_str(), "UPLOADED"),
+            (uploading.to_string().as_str(), "PENDING")
+        ]
+    );
+    // What the members list names is what a reorder must name.
+    let reorder = reqwest::Client::new()
+        .put(format!("{}/v1/onboarding", api.address))
+        .bearer_auth(&admin)
+        .json(&json!({ "video_ids": [uploading.to_string(), whole.to_string()] }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(reorder.status(), StatusCode::OK);
+}

@@ -4,10 +4,12 @@
 //! its development sign-in buttons when `REELAY_DEV_TOKENS` is set. The
 //! console's other calls are the public API's.
 
+use std::net::SocketAddr;
+
 use axum::{
     Json, Router,
-    extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
     routing::get,
@@ -27,11 +29,13 @@ use crate::{
 /// How long a development token lives.
 const DEV_TOKEN_TTL_SECS: u64 = 86_400;
 
-/// Scripts only from the api's own origin; media, posters and API calls may
-/// go to S3 (presigned URLs) wherever it is; hls.js runs a worker from a blob.
+/// Scripts only from the api's own origin (no inline script, no plugin, no
+/// framing by other sites); media, posters and segments come from S3
+/// (presigned URLs) wherever it is, so those stay open; Uppy sets inline
+/// styles and shows thumbnails from blobs.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: *; \
-     media-src 'self' blob: *; connect-src 'self' *; worker-src 'self' blob:; \
+     media-src 'self' blob: *; connect-src 'self' *; \
      object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn router() -> Router<AppState> {
@@ -88,14 +92,27 @@ struct Offered {
     roles: [Role; 2],
 }
 
-fn dev_tokens_on(state: &AppState) -> ApiResult<()> {
-    if state.config.dev_tokens {
-        Ok(())
-    } else {
-        Err(ApiError::NoSuch(
+/// Minting is on, and the request comes from this machine and not from
+/// another site's page: with `REELAY_CORS_ORIGINS=*` any page a developer
+/// opens could otherwise ask for an admin token.
+fn dev_tokens_on(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<()> {
+    if !state.config.dev_tokens {
+        return Err(ApiError::NoSuch(
             "token minting (development only: REELAY_DEV_TOKENS is off)",
-        ))
+        ));
     }
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::Forbidden(
+            "development tokens are minted only for this machine",
+        ));
+    }
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|site| site != "same-origin" && site != "none") {
+        return Err(ApiError::Forbidden(
+            "development tokens are minted only for the console's own pages",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /v1/dev/tokens`: 200 with the roles offered when minting is on,
@@ -103,8 +120,10 @@ fn dev_tokens_on(state: &AppState) -> ApiResult<()> {
 async fn dev_tokens_offered(
     State(state): State<AppState>,
     _: Throttled,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> ApiResult<Json<Offered>> {
-    dev_tokens_on(&state)?;
+    dev_tokens_on(&state, peer, &headers)?;
     Ok(Json(Offered {
         roles: [Role::User, Role::Admin],
     }))
@@ -128,9 +147,11 @@ struct Minted {
 async fn mint(
     State(state): State<AppState>,
     _: Throttled,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(asked): JsonBody<MintRequest>,
 ) -> ApiResult<(StatusCode, Json<Minted>)> {
-    dev_tokens_on(&state)?;
+    dev_tokens_on(&state, peer, &headers)?;
     if asked.role == Role::Service {
         return Err(ApiError::BadRequest(
             "role: the console mints user or admin tokens".into(),

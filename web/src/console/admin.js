@@ -64,7 +64,16 @@ export function onboarding(main) {
       });
       return b;
     };
-    li.append(h("span", { class: "grip", "aria-hidden": "true" }, "⠿ "), v.title || v.video_id, " ", move(-1, "Move up"), move(1, "Move down"));
+    const shown = ["UPLOADED", "ENCODING", "READY"].includes(v.status) && v.verification !== "rejected";
+    li.append(
+      h("span", { class: "grip", "aria-hidden": "true" }, "⠿ "),
+      v.title || v.video_id,
+      " ",
+      !shown && h("span", { class: "badge" }, `${v.status.toLowerCase()}, ${v.verification.replace("_", " ")}: not shown yet`),
+      " ",
+      move(-1, "Move up"),
+      move(1, "Move down"),
+    );
     li.addEventListener("dragstart", () => (dragged = li));
     li.addEventListener("dragover", (e) => e.preventDefault());
     li.addEventListener("drop", (e) => {
@@ -83,11 +92,15 @@ export function onboarding(main) {
   replace(
     main,
     h("h1", {}, "Onboarding"),
-    h("p", {}, "Drag the videos, or use the arrows, then save. New onboarding videos are uploaded with the Onboarding box ticked."),
+    h(
+      "p",
+      {},
+      "Drag the videos, or use the arrows, then save. New onboarding videos are uploaded with the Onboarding box ticked; the app shows those that play and moderation allows.",
+    ),
     list,
     save,
   );
-  get("/v1/onboarding", { auth: false })
+  get("/v1/onboarding/members")
     .then(({ videos }) => replace(list, videos.length ? videos.map(item) : h("li", {}, "No onboarding videos yet.")))
     .catch((e) => notice(e.message));
 }

@@ -23,6 +23,13 @@ const routes = [
 
 let leave = null;
 
+/// Goes to `hash`, also when the address already shows it (no hashchange
+/// fires then).
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
 function takeTokenFromFragment() {
   const match = location.hash.match(/^#token=([^&]+)/);
   if (!match) return;
@@ -52,19 +59,18 @@ function drawNav() {
   const out = h("button", { type: "button", class: "link", id: "sign-out" }, "Sign out");
   out.addEventListener("click", () => {
     signOut();
-    location.hash = "#/";
-    route();
+    go("#/");
   });
   replace(document.getElementById("who"), `${who.role} ${who.user.slice(0, 8)} `, out);
 }
 
 function signInView(main) {
   const field = h("textarea", { id: "token", rows: 4, autocomplete: "off", spellcheck: "false" });
-  const go = h("button", { type: "submit" }, "Sign in");
-  const form = h("form", { class: "card" }, h("label", {}, "Bearer token (JWT) ", field), go);
+  const submit = h("button", { type: "submit" }, "Sign in");
+  const form = h("form", { class: "card" }, h("label", {}, "Bearer token (JWT) ", field), submit);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    act(go, async () => {
+    act(submit, async () => {
       signIn(field.value);
       // Checks the token with a call every role may make.
       try {
@@ -75,7 +81,7 @@ function signInView(main) {
           throw error;
         }
       }
-      location.hash = "#/videos";
+      go(wanted());
     });
   });
   const dev = h("div");
@@ -97,7 +103,7 @@ function signInView(main) {
           b.addEventListener("click", () =>
             act(b, async () => {
               signIn((await post("/v1/dev/tokens", { role }, { auth: false })).token);
-              location.hash = "#/videos";
+              go(wanted());
             }),
           );
           return [b, " "];
@@ -107,7 +113,17 @@ function signInView(main) {
     .catch(() => {}); // 404: not a development server
 }
 
+/// Where a sign-in goes: the page asked for, or the videos.
+function wanted() {
+  return routes.some(([pattern]) => pattern.test(location.hash)) ? location.hash : "#/videos";
+}
+
 function route() {
+  // In-page anchors (the skip link) are not pages.
+  if (location.hash && !location.hash.startsWith("#/") && !location.hash.startsWith("#token=")) {
+    document.getElementById(location.hash.slice(1))?.focus();
+    return;
+  }
   takeTokenFromFragment();
   leave?.();
   leave = null;

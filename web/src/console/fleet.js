@@ -55,17 +55,25 @@ export function fleet(main) {
   };
   kind.addEventListener("change", () => loadFirmware().catch((e) => notice(e.message)));
 
+  // One refresh loop: a command's own refresh replaces the next tick, and
+  // an answer older than one already drawn is dropped.
   let timer = null;
   let stopped = false;
+  let asked = 0;
+  let drawn = 0;
   const refresh = async () => {
+    clearTimeout(timer);
+    const mine = ++asked;
     try {
       const [page, counts] = await Promise.all([get("/v1/fleet/rollouts?limit=20"), get("/v1/fleet/versions")]);
+      if (stopped || mine < drawn) return;
+      drawn = mine;
       drawRollouts(rollouts, page.rollouts, refresh);
       drawVersions(versions, counts.versions);
     } catch (e) {
       notice(e.message);
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
+    if (!stopped && mine === asked) timer = setTimeout(refresh, REFRESH_MS);
   };
   refresh();
   get("/v1/fleet/hardware-types")
@@ -118,14 +126,14 @@ function counts(c) {
   );
 }
 
+/// Updates of a set of counts: each device's update of each component.
+const total = (counts) => Object.values(counts).reduce((n, c) => n + c, 0);
+
 function drawRollouts(box, rollouts, refresh) {
-  // A focused control keeps its place: redraw only when nothing is pressed.
-  if (box.contains(document.activeElement) && document.activeElement.disabled) return;
   replace(
     box,
     rollouts.length
       ? rollouts.map((r) => {
-          const total = r.waves.reduce((n, w) => n + w.size, 0) || 1;
           const done = r.counts.succeeded ?? 0;
           const command = (name, label, cls = "") => {
             const b = h("button", { type: "button", class: cls, dataset: { command: name } }, label);
@@ -148,7 +156,7 @@ function drawRollouts(box, rollouts, refresh) {
             { class: "card rollout", dataset: { id: r.id, state: r.state } },
             h("h3", {}, r.name || r.id, " ", h("span", { class: `badge ${r.state}`, "data-field": "state" }, r.state)),
             r.paused_reason && h("p", { class: "muted" }, `Paused: ${r.paused_reason}`),
-            h("p", {}, progress("Succeeded", (done / total) * 100), " ", counts(r.counts)),
+            h("p", {}, progress("Succeeded", (done / (total(r.counts) || 1)) * 100), " ", counts(r.counts)),
             h(
               "ol",
               { class: "waves" },
@@ -157,7 +165,7 @@ function drawRollouts(box, rollouts, refresh) {
                   "li",
                   { class: w.wave === r.current_wave ? "current" : "" },
                   `Wave ${w.wave + 1} (${w.size}) `,
-                  progress(`Wave ${w.wave + 1} succeeded`, ((w.counts.succeeded ?? 0) / (w.size || 1)) * 100),
+                  progress(`Wave ${w.wave + 1} succeeded`, ((w.counts.succeeded ?? 0) / (total(w.counts) || 1)) * 100),
                   " ",
                   counts(w.counts),
                 ),

@@ -5,12 +5,13 @@ import uPlot from "uplot";
 import { get } from "./api.js";
 import { h, notice, replace } from "./dom.js";
 
-function chart(title, series, x, ys, options) {
+function chart(charts, title, series, x, ys, options) {
   const box = h("figure", { class: "chart", "aria-label": title }, h("figcaption", {}, title));
   const width = Math.min(720, document.getElementById("main").clientWidth - 32);
   // uPlot needs the element in the document to measure it.
   requestAnimationFrame(() => {
-    new uPlot(
+    if (charts.left) return;
+    charts.drawn.push(new uPlot(
       {
         width,
         height: 220,
@@ -20,7 +21,7 @@ function chart(title, series, x, ys, options) {
       },
       [x, ...ys],
       box,
-    );
+    ));
   });
   return box;
 }
@@ -28,9 +29,13 @@ function chart(title, series, x, ys, options) {
 const seconds = (ms) => (ms / 1000).toFixed(1);
 
 export function stats(main, id) {
+  // What this view drew (uPlot listens on window until destroyed), and
+  // whether it was left before the figures came.
+  const charts = { drawn: [], left: false };
   replace(main, h("h1", {}, "Statistics"), h("p", {}, "Loading…"));
   get(`/v1/videos/${id}/stats`)
     .then((s) => {
+      if (charts.left) return;
       const figures = [
         ["Views", s.views],
         ["Unique viewers", s.unique_viewers],
@@ -50,6 +55,7 @@ export function stats(main, id) {
         h("dl", { class: "figures", id: "figures" }, figures.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, String(v))))),
         days.length
           ? chart(
+              charts,
               "Views and watch time per day",
               [
                 { label: "Views", stroke: "#2563eb", width: 2 },
@@ -65,6 +71,7 @@ export function stats(main, id) {
             )
           : h("p", {}, "No views yet."),
         chart(
+          charts,
           "Retention: share of sessions past each point of the video",
           [{ label: "Share", stroke: "#9333ea", width: 2, fill: "rgba(147,51,234,0.1)" }],
           (s.retention ?? []).map((p) => p.at_percent),
@@ -74,7 +81,12 @@ export function stats(main, id) {
       );
     })
     .catch((e) => {
+      if (charts.left) return;
       notice(e.message);
       replace(main, h("h1", {}, "Statistics"), h("p", {}, e.message));
     });
+  return () => {
+    charts.left = true;
+    charts.drawn.forEach((u) => u.destroy());
+  };
 }

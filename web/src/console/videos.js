@@ -27,17 +27,21 @@ function status(video) {
   );
 }
 
-/// Polls a video until it is READY, FAILED or DELETED.
+/// Polls a video until it is READY, FAILED or DELETED (or the answer is a
+/// 4xx: not there, not ours, signed out); nothing is drawn once stopped.
 function follow(id, render) {
   let timer = null;
   let stopped = false;
   const tick = async () => {
     try {
       const video = await get(`/v1/videos/${id}`);
+      if (stopped) return;
       render(video);
-      if (FINAL.has(video.status) || stopped) return;
+      if (FINAL.has(video.status)) return;
     } catch (e) {
+      if (stopped) return;
       notice(e.message);
+      if (e.status >= 400 && e.status < 500) return;
     }
     if (!stopped) timer = setTimeout(tick, POLL_MS);
   };
@@ -46,6 +50,30 @@ function follow(id, render) {
     stopped = true;
     clearTimeout(timer);
   };
+}
+
+// One Uppy for the page's life: leaving the Upload view unmounts its
+// Dashboard but never cancels an upload (a cancelled tus upload is
+// terminated, that is deleted, on the server).
+let uppy = null;
+const followers = new Map();
+
+function uploader() {
+  if (uppy) return uppy;
+  uppy = new Uppy({ restrictions: { allowedFileTypes: ["video/*"] }, autoProceed: false }).use(Tus, {
+    endpoint: "/files/",
+    chunkSize: 5 * 1024 * 1024,
+    retryDelays: [0, 1000, 3000, 5000, 10000],
+    removeFingerprintOnSuccess: true,
+    allowedMetaFields: ["name", "type"],
+    onBeforeRequest: (request) => request.setHeader("Authorization", `Bearer ${token()}`),
+  });
+  // Sent only when ticked: the flag's mere presence asks for onboarding.
+  uppy.on("file-added", (file) => uppy.setFileMeta(file.id, { onboarding: "1" }));
+  window.addEventListener("beforeunload", (e) => {
+    if (uppy.getFiles().some((f) => f.progress.uploadStarted && !f.progress.uploadComplete)) e.preventDefault();
+  });
+  return uppy;
 }
 
 export function upload(main) {
@@ -58,56 +86,56 @@ export function upload(main) {
   replace(
     main,
     h("h1", {}, "Upload"),
-    h("p", {}, "Videos go up through tus in 5 MiB chunks; a broken connection resumes where it stopped."),
+    h("p", {}, "Videos go up through tus in 5 MiB chunks; a broken connection resumes where it stopped, and leaving this page does not stop them."),
     onboarding,
     h("label", {}, "Upload ", overall),
     target,
     live,
   );
-  const stops = [];
-  const uppy = new Uppy({ restrictions: { allowedFileTypes: ["video/*"] }, autoProceed: false })
-    .use(Dashboard, {
-      inline: true,
-      target,
-      height: 320,
-      proudlyDisplayPoweredByUppy: false,
-      showProgressDetails: true,
-    })
-    .use(Tus, {
-      endpoint: "/files/",
-      chunkSize: 5 * 1024 * 1024,
-      retryDelays: [0, 1000, 3000, 5000, 10000],
-      removeFingerprintOnSuccess: true,
-      allowedMetaFields: ["name", "type"],
-      onBeforeRequest: (request) => request.setHeader("Authorization", `Bearer ${token()}`),
-    });
-  // The onboarding flag is sent only when ticked: its mere presence asks for it.
+  const u = uploader();
+  u.getPlugin("Tus").setOptions({ allowedMetaFields: ["name", "type"] });
+  u.use(Dashboard, {
+    inline: true,
+    target,
+    height: 320,
+    proudlyDisplayPoweredByUppy: false,
+    showProgressDetails: true,
+  });
   document.getElementById("onboarding")?.addEventListener("change", (e) =>
-    uppy.getPlugin("Tus").setOptions({
+    u.getPlugin("Tus").setOptions({
       allowedMetaFields: e.target.checked ? ["name", "type", "onboarding"] : ["name", "type"],
     }),
   );
-  uppy.on("file-added", (file) => uppy.setFileMeta(file.id, { onboarding: "1" }));
-  uppy.on("progress", (value) => replaceProgress(overall, value));
-  uppy.on("upload-success", (file, response) => {
-    const id = response.uploadURL.split("/").filter(Boolean).pop();
-    const row = h("div", { class: "card upload", dataset: { id } });
-    live.append(row);
-    stops.push(
-      follow(id, (video) =>
-        replace(
-          row,
-          h("a", { href: `#/videos/${id}` }, file.name),
-          " ",
-          status(video),
-        ),
-      ),
-    );
-  });
-  uppy.on("upload-error", (file, error) => notice(`${file?.name}: ${error.message}`));
+  const rows = new Map();
+  const row = (id, name) => {
+    if (!rows.has(id)) {
+      const el = h("div", { class: "card upload", dataset: { id } });
+      rows.set(id, el);
+      live.append(el);
+      followers.get(id)?.();
+      followers.set(
+        id,
+        follow(id, (video) => replace(el, h("a", { href: `#/videos/${id}` }, name), " ", status(video))),
+      );
+    }
+  };
+  const onProgress = (value) => replaceProgress(overall, value);
+  const onSuccess = (file, response) => row(response.uploadURL.split("/").filter(Boolean).pop(), file.name);
+  const onError = (file, error) => notice(`${file?.name}: ${error.message}`);
+  u.on("progress", onProgress);
+  u.on("upload-success", onSuccess);
+  u.on("upload-error", onError);
+  onProgress(u.getState().totalProgress ?? 0);
   return () => {
-    stops.forEach((stop) => stop());
-    uppy.destroy();
+    u.off("progress", onProgress);
+    u.off("upload-success", onSuccess);
+    u.off("upload-error", onError);
+    const dashboard = u.getPlugin("Dashboard");
+    if (dashboard) u.removePlugin(dashboard);
+    for (const id of rows.keys()) {
+      followers.get(id)?.();
+      followers.delete(id);
+    }
   };
 }
 
@@ -179,7 +207,9 @@ export function detail(main, id) {
   const comments = h("section", { "aria-label": "Comments" });
   replace(main, head, player, engagement, owner, comments);
   let watching = null;
-  let rendered = false;
+  let left = false;
+  let ownerDrawn = false;
+  let socialDrawn = false;
 
   const render = (video) => {
     replace(
@@ -192,22 +222,25 @@ export function detail(main, id) {
       watching = { stop() {} };
       get(`/v1/videos/${id}/playback`)
         .then((playback) => {
+          if (left) return;
           watching = watch(id, playback, (message) => notice(message));
           replace(player, watching.element);
         })
         .catch((e) => notice(e.message));
     }
-    if (!rendered) {
-      rendered = true;
-      if ("size_bytes" in video) ownerTools(owner, video);
-      if (["UPLOADED", "ENCODING", "READY"].includes(video.status)) {
-        reactions(engagement, id, video);
-        commentList(comments, id, video);
-      }
+    if (!ownerDrawn && video.owner_id === claims()?.user) {
+      ownerDrawn = true;
+      ownerTools(owner, video);
+    }
+    if (!socialDrawn && ["UPLOADED", "ENCODING", "READY"].includes(video.status)) {
+      socialDrawn = true;
+      reactions(engagement, id, video);
+      commentList(comments, id, video);
     }
   };
   const stop = follow(id, render);
   return () => {
+    left = true;
     stop();
     watching?.stop();
   };
@@ -233,12 +266,18 @@ function ownerTools(box, video) {
     });
   });
   const profile = h("button", { type: "button", id: "set-profile" }, "Set as profile video");
-  profile.addEventListener("click", () =>
+  profile.addEventListener("click", () => {
+    if (!window.confirm("Make this your profile video? Your current profile video, if any, is deleted.")) return;
     act(profile, async () => {
-      await put("/v1/profile/video", { video_id: id });
-      notice("This is now your profile video.", "ok");
-    }),
-  );
+      const set = await put("/v1/profile/video", { video_id: id });
+      notice(
+        set.previous_video_id
+          ? `This is now your profile video; the previous one (${set.previous_video_id}) was deleted.`
+          : "This is now your profile video.",
+        "ok",
+      );
+    });
+  });
   const remove = h("button", { type: "button", class: "danger", id: "delete" }, "Delete");
   remove.addEventListener("click", () => {
     if (!window.confirm("Delete this video and every file of it?")) return;

@@ -55,7 +55,7 @@ export function watch(videoId, playback, onError) {
       });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
         const level = hls.levels[data.level];
-        events.send("quality_change", level ? { rendition: `${level.height}p` } : {});
+        events.rendition(level ? `${level.height}p` : null);
       });
       hls.loadSource(playback.hls);
       hls.attachMedia(video);
@@ -91,29 +91,40 @@ class PlayerEvents {
     this.timer = null;
     this.stalled = false;
     const on = (name, handler) => video.addEventListener(name, handler);
+    // A session opens when the viewer asks to play; start-up time runs
+    // until the first frame plays.
     on("play", () => {
-      this.send("play");
-      this.heartbeat(true);
+      if (!this.opened) {
+        this.opened = true;
+        this.send("open");
+      } else if (this.started) {
+        this.send("play");
+        this.heartbeat(true);
+      }
+    });
+    on("playing", () => {
+      if (!this.started) {
+        this.started = true;
+        this.send("play");
+        this.heartbeat(true);
+      } else if (this.stalled) {
+        this.stalled = false;
+        this.send("rebuffer_end");
+      }
     });
     on("pause", () => {
-      if (video.ended) return;
+      if (video.ended || !this.started) return;
       this.send("pause");
       this.heartbeat(false);
       this.flush();
     });
-    on("seeked", () => this.send("seek"));
+    on("seeking", () => this.send("seek"));
     on("waiting", () => {
-      // Buffering before the first frame is start-up time, not a stall.
-      if (this.started && !video.paused && !this.stalled) {
+      // Buffering before the first frame is start-up time, and after a
+      // seek it is the seek's, not a stall.
+      if (this.started && !video.paused && !video.seeking && !this.stalled) {
         this.stalled = true;
         this.send("rebuffer_start");
-      }
-    });
-    on("playing", () => {
-      this.started = true;
-      if (this.stalled) {
-        this.stalled = false;
-        this.send("rebuffer_end");
       }
     });
     on("ended", () => {
@@ -127,13 +138,23 @@ class PlayerEvents {
   }
 
   newSession() {
+    this.heartbeat(false);
     this.flush();
     this.session = uuid();
+    this.opened = false;
     this.started = false;
-    this.send("open");
+    this.stalled = false;
+    this.renditions = 0;
+  }
+
+  /// hls.js names the first rendition it picks too: that is no change.
+  rendition(name) {
+    this.renditions += 1;
+    if (this.renditions > 1) this.send("quality_change", name ? { rendition: name } : {});
   }
 
   send(type, extra = {}) {
+    if (!this.opened) return; // nothing before the viewer asked to play
     this.queue.push({
       event_id: uuid(),
       session_id: this.session,
@@ -155,6 +176,7 @@ class PlayerEvents {
     clearInterval(this.timer);
     this.timer = on
       ? setInterval(() => {
+          if (this.video.seeking) return;
           this.send("position");
           this.flush();
         }, HEARTBEAT_MS)

@@ -1,17 +1,17 @@
 //! Onboarding content: admins upload it through tus with the `onboarding`
 //! metadata flag; anyone, without a token, lists it in order with links;
-//! admins reorder it.
+//! admins see every member (`/v1/onboarding/members`) and reorder them.
 
 use axum::{Json, Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
 use reelay_shared::{
-    VideoId,
-    video::{VideoEvent, VideoRejection},
+    VideoId, VideoStatus,
+    video::{Verification, VideoEvent, VideoRejection},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{Caller, Role},
+    auth::{Admin, Caller, Role},
     error::{ApiError, ApiResult, JsonBody},
     state::AppState,
     throttle::Throttled,
@@ -19,7 +19,9 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/onboarding", get(list).put(reorder))
+    Router::new()
+        .route("/v1/onboarding", get(list).put(reorder))
+        .route("/v1/onboarding/members", get(members))
 }
 
 #[derive(Serialize)]
@@ -54,6 +56,36 @@ async fn list(State(state): State<AppState>, _: Throttled) -> ApiResult<Json<Col
         });
     }
     Ok(Json(Collection { videos }))
+}
+
+/// An onboarding video as admins order it: also those still uploading,
+/// failed or held back by moderation, which the public list leaves out.
+#[derive(Serialize)]
+pub struct Member {
+    pub video_id: String,
+    pub position: i32,
+    pub title: Option<String>,
+    pub status: VideoStatus,
+    pub verification: Verification,
+}
+
+/// `GET /v1/onboarding/members` (admin): every member in order, what
+/// `PUT /v1/onboarding` must name.
+async fn members(State(state): State<AppState>, _: Admin) -> ApiResult<Json<serde_json::Value>> {
+    let members: Vec<Member> = state
+        .store
+        .onboarding()
+        .await?
+        .into_iter()
+        .map(|v| Member {
+            video_id: v.id.to_string(),
+            position: v.onboarding_position.unwrap_or_default(),
+            title: v.title,
+            status: v.status,
+            verification: v.verification,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "videos": members })))
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Serialize)]
 pub struct VideoView {
     pub id: String,
+    /// Whose it is (the owner's and admins' view).
+    pub owner_id: String,
     pub status: VideoStatus,
     /// Share of the original durable in S3, 0–100.
     pub uploaded_percentage: u8,
@@ -70,6 +72,7 @@ impl From<Video> for VideoView {
     fn from(v: Video) -> Self {
         Self {
             id: v.id.to_string(),
+            owner_id: v.owner_id.to_string(),
             status: v.status,
             uploaded_percentage: v.uploaded_percentage(),
             encoding_percentage: v.encoding_percentage.clamp(0, 100) as u8,
