@@ -19,6 +19,7 @@ mod push;
 mod rate_limits;
 mod reaper;
 mod resume;
+mod security;
 mod staging;
 mod termination;
 mod tus_client;
