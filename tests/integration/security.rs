@@ -248,6 +248,9 @@ async fn oversized_headers_and_a_slow_loris_patch_are_cut_off_and_the_upload_goe
     assert_eq!(env.original_sha256(id).await, sha256_hex(&data));
 }
 
+/// What was tried, with which token, the request, and the status it gets.
+type Attempt = (&'static str, String, Method, String, Option<Value>, StatusCode);
+
 /// A JWT signed with nothing: `alg: none`.
 fn unsigned(user: Uuid, role: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -295,7 +298,7 @@ async fn forged_expired_and_misused_tokens_are_refused_and_change_nothing() {
         &jsonwebtoken::EncodingKey::from_secret(env.jwt_secret.as_bytes()),
     )
     .expect("sign");
-    let cases: [(&str, String, Method, String, Option<Value>, StatusCode); 6] = [
+    let cases: [Attempt; 6] = [
         (
             "alg none as the owner",
             unsigned(owner, "user"),
