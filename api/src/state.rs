@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
+use reelay_shared::lock::Redis;
 use reelay_shared::{
     clickhouse::ClickHouse, lock::Locks, mq::Publisher, storage::Storage, store::Store,
 };
@@ -23,7 +23,7 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     /// The per-upload PATCH locks in Redis.
     pub locks: Locks,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     /// Checks bearer tokens.
     pub verifier: Verifier,
     /// Names object keys and presigns temporary links (local computation:

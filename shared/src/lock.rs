@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{
+    AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value,
+    aio::{ConnectionLike, ConnectionManager},
+};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
@@ -22,11 +25,53 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0"#;
 
-/// A connection that comes back by itself after Redis restarts, and fails
-/// fast while it is down: a command waits for at most two connection
-/// attempts of 500 ms (redis-rs's defaults, six attempts with backoff up to
-/// 3.2 s, held a PATCH for about 9 s before its 503).
-pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, redis::RedisError> {
+/// The Redis connection of every api, worker and scheduler: multiplexed,
+/// it comes back by itself after Redis restarts, and a command finding the
+/// connection dropped (the first one after a restart) is sent once more on
+/// the new one instead of failing. redis-rs's manager reconnects on that
+/// error but hands it to the caller, so a Redis restart made the next
+/// PATCH a 503 and the next fflow route read a miss.
+#[derive(Clone)]
+pub struct Redis(ConnectionManager);
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.req_packed_command(cmd).await {
+                Err(e) if e.is_connection_dropped() => {
+                    tracing::info!(error = %e, "the Redis connection had dropped; sending again");
+                    self.0.req_packed_command(cmd).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.req_packed_commands(pipeline, offset, count).await {
+                Err(e) if e.is_connection_dropped() => {
+                    self.0.req_packed_commands(pipeline, offset, count).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Connects, failing fast while Redis is down: a command waits for at most
+/// two connection attempts of 500 ms (redis-rs's defaults, six attempts
+/// with backoff up to 3.2 s, held a PATCH for about 9 s before its 503).
+pub async fn connect(config: &RedisConfig) -> Result<Redis, redis::RedisError> {
     let client = redis::Client::open(config.url.as_str())?;
     let settings = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -34,18 +79,20 @@ pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, redis::R
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(100))
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_with_config(client, settings).await
+    ConnectionManager::new_with_config(client, settings)
+        .await
+        .map(Redis)
 }
 
 #[derive(Clone)]
 pub struct Locks {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     ttl: Duration,
 }
 
 impl Locks {
-    pub fn new(redis: ConnectionManager, prefix: String, ttl: Duration) -> Self {
+    pub fn new(redis: Redis, prefix: String, ttl: Duration) -> Self {
         Self { redis, prefix, ttl }
     }
 
@@ -93,7 +140,7 @@ impl Locks {
 }
 
 async fn renew(
-    mut redis: ConnectionManager,
+    mut redis: Redis,
     key: String,
     token: String,
     ttl: Duration,
@@ -118,7 +165,7 @@ async fn renew(
 
 /// A held upload lock.
 pub struct LockGuard {
-    redis: ConnectionManager,
+    redis: Redis,
     key: String,
     token: String,
     lost: watch::Receiver<bool>,
@@ -154,10 +201,7 @@ impl Drop for LockGuard {
 }
 
 /// Deletes every key under `prefix` (tests and tools).
-pub async fn delete_prefix(
-    redis: &mut ConnectionManager,
-    prefix: &str,
-) -> Result<(), redis::RedisError> {
+pub async fn delete_prefix(redis: &mut Redis, prefix: &str) -> Result<(), redis::RedisError> {
     let keys: Vec<String> = redis.keys(format!("{prefix}*")).await?;
     if !keys.is_empty() {
         let _: () = redis.del(keys).await?;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::lock::Redis;
 
 /// Reserves the next slot: the key holds the instant (µs, Redis's own
 /// clock) from which the next caller may go.
@@ -20,13 +22,13 @@ return at - now"#;
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     script: Script,
 }
 
 impl RateLimiter {
-    pub fn new(redis: ConnectionManager, prefix: String) -> Self {
+    pub fn new(redis: Redis, prefix: String) -> Self {
         Self {
             redis,
             prefix,

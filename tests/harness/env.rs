@@ -386,7 +386,7 @@ impl TestEnv {
     }
 
     /// A Redis connection (keys of this test are under `self.redis.key_prefix`).
-    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+    pub async fn redis(&self) -> reelay_shared::lock::Redis {
         reelay_shared::lock::connect(&self.redis)
             .await
             .expect("Redis is up")

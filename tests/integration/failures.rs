@@ -216,7 +216,7 @@ async fn the_redis_connection_comes_back_by_itself_after_a_long_outage() {
         .await
         .expect("connect");
     let key = format!("{}comeback", config.key_prefix);
-    let set = |mut redis: redis::aio::ConnectionManager, value: u32| {
+    let set = |mut redis: reelay_shared::lock::Redis, value: u32| {
         let key = key.clone();
         async move {
             redis::cmd("SET")
@@ -259,4 +259,53 @@ async fn the_redis_connection_comes_back_by_itself_after_a_long_outage() {
         .await
         .expect("GET");
     assert_eq!(value, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_redis_command_after_a_restart_goes_through() {
+    let env = TestEnv::new().await;
+    let mut proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut config = env.redis.clone();
+    config.url = format!("redis://127.0.0.1:{}", proxy.port);
+    let mut redis = reelay_shared::lock::connect(&config)
+        .await
+        .expect("connect");
+    let key = format!("{}restart", config.key_prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .expect("SET while up");
+
+    // Redis restarts while the connection is idle: it is closed under it.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore().await;
+
+    // The next command (an upload's lock, a worker's fflow route) finds
+    // the old connection dead; it goes through on a new one instead of
+    // failing (that was a 503 for the PATCH, a lost route for the encode).
+    let value: Option<u32> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("the first command after the restart");
+    assert_eq!(value, Some(1));
+    let lock = reelay_shared::lock::Locks::new(
+        redis.clone(),
+        config.key_prefix.clone(),
+        Duration::from_secs(5),
+    );
+    proxy.cut();
+    proxy.restore().await;
+    assert!(
+        lock.acquire("after-restart")
+            .await
+            .expect("no error")
+            .is_some(),
+        "an upload lock is taken on the first try"
+    );
 }

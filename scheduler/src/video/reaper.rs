@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use object_store::{ObjectStoreExt, path::Path};
-use redis::aio::ConnectionManager;
+use reelay_shared::lock::Redis;
 use reelay_shared::{
     VideoId, VideoStatus,
     lock::Locks,
@@ -95,7 +95,7 @@ pub struct Reaper {
     pub store: Store,
     pub storage: Storage,
     pub locks: Locks,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub redis_prefix: String,
     pub amqp_url: String,
     pub topology: Topology,

@@ -15,7 +15,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+use reelay_shared::lock::Redis;
 use reelay_shared::{
     VideoId,
     video::{
@@ -59,12 +60,12 @@ const FORWARD_QUEUE: usize = 8;
 pub struct Fflow {
     http: reqwest::Client,
     config: FflowConfig,
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
 }
 
 impl Fflow {
-    pub fn new(config: FflowConfig, redis: ConnectionManager, prefix: String) -> Self {
+    pub fn new(config: FflowConfig, redis: Redis, prefix: String) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
