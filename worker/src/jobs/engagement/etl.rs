@@ -138,6 +138,14 @@ async fn read<L: Loader>(
     .await
     .context("connecting to the broker")?;
     let channel = connection.create_channel().await?;
+    // The stream may not exist yet: the reader can start before this
+    // worker's (or the api's) declarations on a fresh broker.
+    mq::declare(
+        &channel,
+        &reelay_shared::queues(&mq::Topology::new(&ctx.config.amqp)),
+    )
+    .await
+    .context("declaring the streams")?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await?;
