@@ -11,6 +11,7 @@ pub mod config;
 pub mod cursor;
 pub mod engagement;
 pub mod error;
+pub mod etag;
 pub mod fleet;
 pub mod routes;
 pub mod startup;

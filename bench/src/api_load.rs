@@ -1,7 +1,10 @@
 //! Read-path load: `POST /v1/links` for 500 users a request (service
-//! token) and `GET /v1/videos/{id}` status polling (owner token), each
-//! driven by wrk over loopback for a fixed time against a release api.
-//! Prints requests/s and latency percentiles as wrk measured them.
+//! token) and `GET /v1/videos/{id}` status polling (owner token, plain
+//! and with the `If-None-Match` of the last answer), each driven by wrk
+//! over loopback for a fixed time against a release api, beside the same
+//! api's `/healthz` (the limit of this machine and HTTP stack in the same
+//! run). Prints requests/s and latency percentiles as wrk measured them,
+//! then the ratios the read path is judged by.
 //!
 //! The videos and profiles are recorded straight in the event log (the
 //! read path does not care how they got there); links are presigned
@@ -11,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use reelay_api::auth::Role;
-use reelay_bench::wrk;
+use reelay_bench::{millis, wrk};
 use reelay_tests::TestEnv;
 use uuid::Uuid;
 
@@ -55,20 +58,48 @@ async fn main() -> anyhow::Result<()> {
             ids.join(",")
         );
         let status_script = format!("wrk.headers[\"Authorization\"] = \"Bearer {owner_token}\"\n");
+        let etag = reqwest::Client::new()
+            .get(format!("{base}/v1/videos/{video}"))
+            .bearer_auth(&owner_token)
+            .send()
+            .await?
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .replace('"', "\\\"");
+        let unchanged_script = format!(
+            "wrk.headers[\"Authorization\"] = \"Bearer {owner_token}\"\nwrk.headers[\"If-None-Match\"] = \"{etag}\"\n"
+        );
         println!(
             "endpoint                               requests/s      p50       p99   non-2xx   (wrk, {} connections, {} s, 2 threads)",
             args.connections, args.seconds
         );
+        let mut runs = Vec::new();
         for (name, path, script) in [
-            (format!("POST /v1/links ({} users)", users.len()), "/v1/links".to_owned(), links_script),
+            ("GET /healthz".to_owned(), "/healthz".to_owned(), String::new()),
             ("GET /v1/videos/{id}".to_owned(), format!("/v1/videos/{video}"), status_script),
+            ("GET /v1/videos/{id} (304)".to_owned(), format!("/v1/videos/{video}"), unchanged_script),
+            (format!("POST /v1/links ({} users)", users.len()), "/v1/links".to_owned(), links_script),
         ] {
             let run = wrk(&format!("{base}{path}"), &script, args.connections, args.seconds).await?;
             println!(
                 "{name:<36} {:>12.1} {:>8} {:>9} {:>9}",
                 run.requests_per_sec, run.p50, run.p99, run.non_2xx
             );
+            runs.push(run);
         }
+        let [healthz, poll, unchanged, links] = &runs[..] else {
+            unreachable!("four runs")
+        };
+        println!("poll/healthz: {:.2}", poll.requests_per_sec / healthz.requests_per_sec);
+        println!("poll p99 ms: {:.2}", millis(&poll.p99));
+        println!(
+            "poll 304/healthz: {:.2}",
+            unchanged.requests_per_sec / healthz.requests_per_sec
+        );
+        println!("links req/s: {:.1}", links.requests_per_sec);
+        println!("links p99 ms: {:.1}", millis(&links.p99));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -65,6 +65,21 @@ pub struct WrkRun {
     pub non_2xx: u64,
 }
 
+/// A wrk latency (`850.00us`, `6.12ms`, `1.02s`) in milliseconds.
+pub fn millis(latency: &str) -> f64 {
+    let split = latency
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(latency.len());
+    let (number, unit) = latency.split_at(split);
+    let number: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => number / 1000.0,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        _ => number,
+    }
+}
+
 /// Runs wrk (2 threads, `connections`, `seconds`, latency percentiles)
 /// with the Lua `script` against `url`.
 pub async fn wrk(

@@ -249,7 +249,14 @@ async fn oversized_headers_and_a_slow_loris_patch_are_cut_off_and_the_upload_goe
 }
 
 /// What was tried, with which token, the request, and the status it gets.
-type Attempt = (&'static str, String, Method, String, Option<Value>, StatusCode);
+type Attempt = (
+    &'static str,
+    String,
+    Method,
+    String,
+    Option<Value>,
+    StatusCode,
+);
 
 /// A JWT signed with nothing: `alg: none`.
 fn unsigned(user: Uuid, role: &str) -> String {

@@ -353,3 +353,65 @@ async fn deleting_a_video_removes_its_objects_and_personal_metadata_and_keeps_a_
         .expect("DELETE");
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_unchanged_video_is_a_304_and_any_change_a_new_answer() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let _worker = env.spawn_worker().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let data = random_bytes(1000);
+    let id = tus.create(data.len() as u64).await;
+    let path = format!("/v1/videos/{id}");
+    let poll = |etag: Option<String>| {
+        let mut request = tus.get(&path);
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        async move {
+            let response = request.send().await.expect("GET");
+            let status = response.status();
+            let etag = response.headers()["etag"]
+                .to_str()
+                .expect("text")
+                .to_owned();
+            let body = response.text().await.expect("body");
+            (status, etag, body)
+        }
+    };
+    let (status, pending, body) = poll(None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("PENDING"), "{body}");
+    let (status, same, body) = poll(Some(pending.clone())).await;
+    assert_eq!(
+        (status, &same, body.as_str()),
+        (StatusCode::NOT_MODIFIED, &pending, "")
+    );
+
+    // The upload moves on: the same tag now gets the new state.
+    tus.upload_from(id, &data, 0, data.len()).await;
+    env.wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(20))
+        .await;
+    let (status, uploaded, body) = poll(Some(pending)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(uploaded, same);
+    assert!(body.contains("UPLOADED"), "{body}");
+
+    // A count that is not the video's own (another user's like) changes it too.
+    let other = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let liked = other
+        .raw()
+        .put(format!("{}/v1/videos/{id}/reaction", api.address))
+        .bearer_auth(&other.token)
+        .json(&json!({ "reaction": "like" }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(liked.status(), StatusCode::OK);
+    let (status, _, body) = poll(Some(uploaded)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["likes"],
+        1
+    );
+}

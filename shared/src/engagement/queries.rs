@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     store::Store,
-    video::{UserId, VideoId},
+    video::{UserId, Video, VideoId},
 };
 
 /// A video's counts and settings, and the viewer's own reaction and
@@ -69,6 +69,39 @@ impl Store {
         .bind(viewer)
         .fetch_one(self.pool())
         .await
+    }
+
+    /// A video and its engagement as `viewer` sees it, in one round trip:
+    /// what the app polls.
+    pub async fn video_with_engagement(
+        &self,
+        video: VideoId,
+        viewer: Option<UserId>,
+    ) -> Result<Option<(Video, Engagement)>, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            video: Video,
+            #[sqlx(flatten)]
+            engagement: Engagement,
+        }
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT v.*, coalesce(e.likes, 0)::bigint AS likes, coalesce(e.dislikes, 0)::bigint AS dislikes, \
+               coalesce(e.comments, 0)::bigint AS comments, coalesce(w.views, 0) AS views, \
+               coalesce(e.reactions_enabled, true) AS reactions_enabled, \
+               coalesce(e.comments_enabled, true) AS comments_enabled, \
+               u.reaction AS my_reaction, (u.bookmarked_at IS NOT NULL) AS bookmarked \
+             FROM videos v \
+             LEFT JOIN engagement e ON e.video_id = v.id \
+             LEFT JOIN video_views w ON w.video_id = v.id \
+             LEFT JOIN user_videos u ON u.video_id = v.id AND u.user_id = $2 \
+             WHERE v.id = $1",
+        )
+        .bind(video)
+        .bind(viewer)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| (r.video, r.engagement)))
     }
 
     /// `user`'s bookmarks, newest first, before the `(bookmarked_at,

@@ -4,6 +4,8 @@
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
+    http::HeaderMap,
+    response::Response,
     routing::get,
 };
 use chrono::{DateTime, Utc};
@@ -20,6 +22,7 @@ use crate::{
     cursor,
     engagement::admits,
     error::{ApiError, ApiResult, JsonBody, QueryParams},
+    etag,
     state::AppState,
     text,
     video::{
@@ -121,34 +124,36 @@ async fn show(
     State(state): State<AppState>,
     Person(caller): Person,
     Path(id): Path<String>,
-) -> ApiResult<Json<Shown>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let video_id = VideoId::parse(&id).ok_or(ApiError::NotFound)?;
     record_video(video_id);
-    let video = state
+    // The video and its counts in one round trip: this is what the app
+    // polls through every upload.
+    let (video, engagement) = state
         .store
-        .video(video_id)
+        .video_with_engagement(video_id, Some(caller.user))
         .await?
         .ok_or(ApiError::NotFound)?;
     let audience = Audience::of(&video);
-    if video.owner_id == caller.user || caller.role == Role::Admin {
+    let shown = if video.owner_id == caller.user || caller.role == Role::Admin {
         let whole = linkable(video.status);
         let mut view = VideoView::from(video);
-        if whole {
-            view.engagement = Some(state.store.engagement(video_id, Some(caller.user)).await?);
-        }
-        return Ok(Json(Shown::Full(view)));
-    }
-    if !admits(&audience, Some(caller)) {
+        view.engagement = whole.then_some(engagement);
+        Shown::Full(view)
+    } else if admits(&audience, Some(caller)) {
+        Shown::Public(PublicVideoView {
+            id: video.id.to_string(),
+            status: video.status,
+            title: video.title,
+            description: video.description,
+            created_at: video.created_at,
+            engagement,
+        })
+    } else {
         return Err(ApiError::NotFound);
-    }
-    Ok(Json(Shown::Public(PublicVideoView {
-        id: video.id.to_string(),
-        status: video.status,
-        title: video.title,
-        description: video.description,
-        created_at: video.created_at,
-        engagement: state.store.engagement(video_id, Some(caller.user)).await?,
-    })))
+    };
+    Ok(etag::json(&headers, &shown))
 }
 
 #[derive(Deserialize)]
