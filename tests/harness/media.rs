@@ -60,7 +60,10 @@ impl Sample {
                     "libopus",
                 ],
             ),
-            Sample::Corrupt => return crate::random_bytes(300_000),
+            // Zeros, not random bytes: now and then ffprobe reads random
+            // bytes as some raw format with a 0x0 video stream, and the
+            // failure is then ours ("the video is 0x0"), not ffmpeg's.
+            Sample::Corrupt => return vec![0u8; 300_000],
         };
         let path = dir.join(name);
         let duration = format!("duration={seconds}");
