@@ -97,9 +97,7 @@ impl ApiConfig {
             web_dir: env.var_or("REELAY_WEB_DIR", "web/dist").into(),
             dev_tokens: env.parse_or("REELAY_DEV_TOKENS", false)?,
             public_rate: PublicRate::read(env)?,
-            client_ip_header: env
-                .get("REELAY_CLIENT_IP_HEADER")
-                .map(|name| name.to_ascii_lowercase()),
+            client_ip_header: client_ip_header(env)?,
             clickhouse: ClickHouseConfig::read(env)?,
             view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
@@ -175,6 +173,19 @@ impl PublicRate {
         })?;
         Ok(Some(Self { per_sec, burst }))
     }
+}
+
+/// `REELAY_CLIENT_IP_HEADER`: a header name, checked at start.
+fn client_ip_header(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(name) = env.get("REELAY_CLIENT_IP_HEADER") else {
+        return Ok(None);
+    };
+    axum::http::HeaderName::from_bytes(name.as_bytes())
+        .map(|n| Some(n.as_str().to_owned()))
+        .map_err(|_| ConfigError::Invalid {
+            name: "REELAY_CLIENT_IP_HEADER",
+            reason: format!("'{name}' is not a header name"),
+        })
 }
 
 /// `REELAY_CORS_ORIGINS`: `*`, or origins such as `https://app.example`.

@@ -137,7 +137,7 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
-    let tus_headers = [
+    let exposed = [
         "tus-resumable",
         "tus-version",
         "tus-extension",
@@ -150,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         "upload-checksum",
         "upload-defer-length",
         "location",
+        // The poll's tag, for If-None-Match from a page on another origin.
+        "etag",
     ]
     .map(HeaderName::from_static);
     let origins = &state.config.cors_origins;
@@ -170,7 +172,7 @@ pub fn router(state: AppState) -> Router {
             Method::OPTIONS,
         ])
         .allow_headers(Any)
-        .expose_headers(tus_headers)
+        .expose_headers(exposed)
         .max_age(std::time::Duration::from_secs(86_400));
     let replica = state.config.replica.clone();
     let request_span = move |request: &Request| {

@@ -90,12 +90,24 @@ impl Throttle {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Key::Address(
-            self.client_ip_header
-                .as_deref()
-                .and_then(|name| forwarded(&parts.headers, name))
-                .unwrap_or(peer),
-        )
+        let address = self
+            .client_ip_header
+            .as_deref()
+            .and_then(|name| forwarded(&parts.headers, name))
+            .unwrap_or(peer);
+        Key::Address(network(address))
+    }
+}
+
+/// An IPv4 address as itself; an IPv6 one by its /64, what one client
+/// gets (counting each of its 2^64 addresses apart would be no limit).
+fn network(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 
@@ -107,11 +119,17 @@ fn forwarded(headers: &HeaderMap, name: &str) -> Option<IpAddr> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|last| last.trim().parse().ok())
+    let last = values.iter().flat_map(|v| v.split(',')).next_back()?.trim();
+    // A bare address, or one with a port (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+    last.parse()
+        .ok()
+        .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            last.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
 }
 
 /// A request to a public endpoint within its caller's rate.
@@ -161,5 +179,31 @@ mod tests {
         assert_eq!(forwarded(&headers, "x-real-ip"), None);
         headers.insert("x-real-ip", "not an address".parse().unwrap());
         assert_eq!(forwarded(&headers, "x-real-ip"), None);
+        headers.insert("x-real-ip", "[2001:db8::7]:443".parse().unwrap());
+        assert_eq!(
+            forwarded(&headers, "x-real-ip"),
+            Some("2001:db8::7".parse().unwrap())
+        );
+        headers.insert("x-real-ip", "192.0.2.9:5678".parse().unwrap());
+        assert_eq!(
+            forwarded(&headers, "x-real-ip"),
+            Some("192.0.2.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_ipv4_itself() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(network(a), network(b));
+        assert_ne!(network(a), network("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            network("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(
+            network("192.0.2.1".parse().unwrap()),
+            network("192.0.2.2".parse().unwrap())
+        );
     }
 }

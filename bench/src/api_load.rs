@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 use reelay_api::auth::Role;
 use reelay_bench::{millis, wrk};
@@ -58,16 +59,19 @@ async fn main() -> anyhow::Result<()> {
             ids.join(",")
         );
         let status_script = format!("wrk.headers[\"Authorization\"] = \"Bearer {owner_token}\"\n");
-        let etag = reqwest::Client::new()
-            .get(format!("{base}/v1/videos/{video}"))
-            .bearer_auth(&owner_token)
+        let http = reqwest::Client::new();
+        let poll = || http.get(format!("{base}/v1/videos/{video}")).bearer_auth(&owner_token);
+        let etag = poll()
             .send()
             .await?
             .headers()
             .get("etag")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .replace('"', "\\\"");
+            .context("the poll answers with an ETag")?
+            .to_owned();
+        let again = poll().header("if-none-match", &etag).send().await?.status();
+        anyhow::ensure!(again == 304, "the poll with its ETag is a 304, not {again}");
+        let etag = etag.replace('"', "\\\"");
         let unchanged_script = format!(
             "wrk.headers[\"Authorization\"] = \"Bearer {owner_token}\"\nwrk.headers[\"If-None-Match\"] = \"{etag}\"\n"
         );

@@ -13,6 +13,13 @@ use uuid::Uuid;
 
 use crate::config::RedisConfig;
 
+const ACQUIRE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'OK'
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])"#;
+
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -110,13 +117,13 @@ impl Locks {
         let key = self.key(id);
         let token = Uuid::new_v4().to_string();
         let mut redis = self.redis.clone();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(&key)
+        // SET NX, or ours already: a command re-sent after a dropped
+        // connection (see `Redis`) may find the lock it took itself.
+        let taken: Option<String> = Script::new(ACQUIRE)
+            .key(&key)
             .arg(&token)
-            .arg("NX")
-            .arg("PX")
             .arg(self.ttl.as_millis() as u64)
-            .query_async(&mut redis)
+            .invoke_async(&mut redis)
             .await?;
         if taken.is_none() {
             return Ok(None);

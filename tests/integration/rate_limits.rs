@@ -30,29 +30,21 @@ async fn public_endpoints_answer_429_with_retry_after_per_user_and_per_address()
         .send()
     };
 
-    for n in 1..=3 {
+    // The burst of 3 goes through, then (within a second, or a little
+    // later on a slow machine) the caller is refused.
+    let mut allowed = 0;
+    let refused = loop {
         let answer = onboarding(None).await.expect("GET");
-        assert_eq!(
-            answer.status(),
-            StatusCode::OK,
-            "request {n} is within the burst"
-        );
-    }
-    let refused = onboarding(None).await.expect("GET");
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = refused.headers()[header::RETRY_AFTER]
-        .to_str()
-        .expect("text")
-        .parse()
-        .expect("seconds");
-    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(
-        refused.headers()[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
-
-    // Every public endpoint shares the caller's budget, and a refused
-    // batch of events is refused before it is read (nothing published).
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            break answer;
+        }
+        assert_eq!(answer.status(), StatusCode::OK);
+        allowed += 1;
+        assert!(allowed <= 10, "refused at some point");
+    };
+    assert!(allowed >= 3, "the burst of 3 went through: {allowed}");
+    // Every public endpoint shares the caller's budget, and a batch of
+    // events is refused before it is read (an empty one would be a 400).
     let (status, _) = call_json(
         &http,
         &api.address,
@@ -63,6 +55,16 @@ async fn public_endpoints_answer_429_with_retry_after_per_user_and_per_address()
     )
     .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused.headers()[header::RETRY_AFTER]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(
+        refused.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
 
     // Another address behind the proxy, and a signed-in user, are counted
     // apart.
