@@ -19,6 +19,7 @@ pub mod lease;
 pub mod lock;
 pub mod mq;
 pub mod ops;
+pub mod presign;
 pub mod push;
 pub mod ratelimit;
 pub mod retry;

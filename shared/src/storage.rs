@@ -9,7 +9,7 @@ use object_store::{
     path::Path,
 };
 
-use crate::config::S3Config;
+use crate::{config::S3Config, presign::Presigner};
 
 /// An S3 step that kept failing past its retries.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,7 @@ pub struct StorageError {
 #[derive(Clone)]
 pub struct Storage {
     pub s3: Arc<AmazonS3>,
+    presigner: Presigner,
     prefix: String,
 }
 
@@ -48,8 +49,15 @@ impl Storage {
             .build()?;
         Ok(Self {
             s3: Arc::new(s3),
+            presigner: Presigner::new(config),
             prefix: config.key_prefix.clone(),
         })
+    }
+
+    /// A presigned GET of `key` for `ttl` (at most seven days), made
+    /// locally: see [`Presigner`].
+    pub fn presign_get(&self, key: &str, ttl: Duration) -> String {
+        self.presigner.get(key, ttl)
     }
 
     /// The key prefix every object of this deployment (or test) starts with.

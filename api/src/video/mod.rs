@@ -8,9 +8,7 @@ pub mod tus;
 
 use std::time::Duration;
 
-use axum::http::Method;
 use chrono::{DateTime, Utc};
-use object_store::signer::Signer;
 use reelay_shared::{
     UserId, VideoId, VideoStatus,
     video::{
@@ -108,14 +106,8 @@ pub struct Link {
 
 /// A presigned GET of the object at `key` (local computation, no request).
 pub async fn presign(state: &AppState, key: &str, ttl: Duration) -> ApiResult<Link> {
-    let url = state
-        .storage
-        .s3
-        .signed_url(Method::GET, &object_store::path::Path::from(key), ttl)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning a link")))?;
     Ok(Link {
-        url: url.to_string(),
+        url: state.storage.presign_get(key, ttl),
         expires_at: Utc::now() + ttl,
     })
 }

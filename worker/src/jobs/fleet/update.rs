@@ -124,17 +124,7 @@ pub async fn request(ctx: &Context, id: UpdateId, attempt: u32) -> anyhow::Resul
         .await?;
         return Ok(Outcome::Done);
     };
-    let url = {
-        use object_store::signer::Signer;
-        ctx.storage
-            .s3
-            .signed_url(
-                reqwest::Method::GET,
-                &object_store::path::Path::from(key.as_str()),
-                ctx.config.fleet.link_ttl,
-            )
-            .await?
-    };
+    let url = ctx.storage.presign_get(key, ctx.config.fleet.link_ttl);
     let body = serde_json::to_vec(&json!({
         "update_id": id,
         "device": update.external_id,

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use object_store::signer::Signer;
 use reelay_shared::{
     VideoId, VideoStatus,
     retry::RetryPolicy,
@@ -58,16 +57,9 @@ pub async fn review(
             })
             .await?;
     }
-    let path = object_store::path::Path::from(ctx.storage.original_key(video));
     let url = ctx
         .storage
-        .s3
-        .signed_url(reqwest::Method::GET, &path, moderation.link_ttl)
-        .await
-        .map_err(|source| StepError::Storage {
-            step: "presign",
-            source,
-        })?;
+        .presign_get(&ctx.storage.original_key(video), moderation.link_ttl);
     let body = serde_json::to_vec(&json!({ "video_id": video, "url": url.as_str() }))
         .expect("JSON of strings");
     let signature = signing::sign(&moderation.secret, &body);
