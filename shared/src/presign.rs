@@ -8,7 +8,7 @@
 
 use std::{
     fmt::Write,
-    sync::{Arc, Mutex},
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -37,7 +37,8 @@ pub struct Presigner {
     access_key_id: String,
     secret_access_key: String,
     /// The day (`yyyymmdd`) and its signing key.
-    day_key: Arc<Mutex<Option<DayKey>>>,
+    /// Read by every URL, written once a day: a read lock never waits.
+    day_key: Arc<RwLock<Option<DayKey>>>,
 }
 
 impl Presigner {
@@ -57,7 +58,7 @@ impl Presigner {
             region: config.region.clone(),
             access_key_id: config.access_key_id.clone(),
             secret_access_key: config.secret_access_key.clone(),
-            day_key: Arc::new(Mutex::new(None)),
+            day_key: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -111,8 +112,7 @@ impl Presigner {
 
     /// The day's signing key, derived once a day.
     fn signing_key(&self, day: &str) -> [u8; 32] {
-        let mut cached = self.day_key.lock().expect("not poisoned");
-        if let Some((cached_day, key)) = cached.as_ref()
+        if let Some((cached_day, key)) = self.day_key.read().expect("not poisoned").as_ref()
             && cached_day == day
         {
             return *key;
@@ -135,7 +135,7 @@ impl Presigner {
             ),
             b"aws4_request",
         );
-        *cached = Some((day.to_owned(), key));
+        *self.day_key.write().expect("not poisoned") = Some((day.to_owned(), key));
         key
     }
 }
@@ -207,12 +207,12 @@ mod tests {
         let now = Utc::now();
         let first = ours.get_at("k", Duration::from_secs(60), now);
         assert_eq!(ours.get_at("k", Duration::from_secs(60), now), first);
-        let day = ours.day_key.lock().unwrap().clone().expect("cached").0;
+        let day = ours.day_key.read().unwrap().clone().expect("cached").0;
         assert_eq!(day, now.format("%Y%m%d").to_string());
         let tomorrow = now + chrono::Duration::days(1);
         assert_ne!(ours.get_at("k", Duration::from_secs(60), tomorrow), first);
         assert_eq!(
-            ours.day_key.lock().unwrap().clone().expect("cached").0,
+            ours.day_key.read().unwrap().clone().expect("cached").0,
             tomorrow.format("%Y%m%d").to_string()
         );
     }
