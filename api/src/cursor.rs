@@ -23,6 +23,23 @@ pub fn decode(cursor: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
+/// Where a page of videos starts: after the video created at this instant
+/// with this id.
+pub type VideoAfter = (DateTime<Utc>, reelay_shared::VideoId);
+
+/// A page of videos: its `limit` and the video it follows, from a
+/// request's `limit` and `cursor`.
+pub fn video_page(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> ApiResult<(i64, Option<VideoAfter>)> {
+    let after = cursor
+        .map(decode)
+        .transpose()?
+        .map(|(at, id)| (at, reelay_shared::VideoId(id)));
+    Ok((self::limit(limit)?, after))
+}
+
 /// A page size: `limit` (default 20) within 1 to [`MAX_PAGE`].
 pub fn limit(asked: Option<i64>) -> ApiResult<i64> {
     let limit = asked.unwrap_or(20);

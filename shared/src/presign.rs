@@ -100,8 +100,8 @@ impl Presigner {
             self.region,
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let mut mac = HmacSha256::new_from_slice(&self.signing_key(&day))
-            .expect("HMAC takes any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.signing_key(&day)).expect("HMAC takes any key length");
         mac.update(to_sign.as_bytes());
         let signature = hex::encode(mac.finalize().into_bytes());
         format!(
@@ -186,7 +186,11 @@ mod tests {
                 let now = Utc::now();
                 let theirs = storage
                     .s3
-                    .signed_url(reqwest::Method::GET, &object_store::path::Path::from(key), ttl)
+                    .signed_url(
+                        reqwest::Method::GET,
+                        &object_store::path::Path::from(key),
+                        ttl,
+                    )
                     .await
                     .expect("presign")
                     .to_string();

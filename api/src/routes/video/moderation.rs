@@ -47,13 +47,7 @@ async fn queue(
     _: Admin,
     QueryParams(q): QueryParams<QueueQuery>,
 ) -> ApiResult<Json<Page>> {
-    let limit = cursor::limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(cursor::decode)
-        .transpose()?
-        .map(|(at, id)| (at, VideoId(id)));
+    let (limit, after) = cursor::video_page(q.limit, q.cursor.as_deref())?;
     let videos = state.store.moderation_queue(after, limit + 1).await?;
     let (videos, next_cursor) = cursor::page(videos, limit, |v| (v.created_at, v.id.0));
     Ok(Json(Page {

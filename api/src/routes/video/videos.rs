@@ -186,13 +186,7 @@ async fn list(
             .map_err(|_| ApiError::BadRequest(format!("unknown status '{s}'")))?,
         ),
     };
-    let limit = cursor::limit(q.limit)?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(cursor::decode)
-        .transpose()?
-        .map(|(at, id)| (at, VideoId(id)));
+    let (limit, after) = cursor::video_page(q.limit, q.cursor.as_deref())?;
     let videos = state
         .store
         .list_videos(user, status, after, limit + 1)
