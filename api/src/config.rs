@@ -63,6 +63,10 @@ pub struct ApiConfig {
     /// `x-forwarded-for` (its last address). Set it only behind a proxy
     /// that sets it: a client could name any address otherwise.
     pub client_ip_header: Option<String>,
+    /// `REELAY_API_BUFFER_MIB` (default 64): request-body bytes this api
+    /// holds across all PATCHes at most; past it, PATCHes publish shorter
+    /// chunks and stop reading until there is room (see `video::budget`).
+    pub buffer_budget: usize,
     /// Where statistics are read from.
     pub clickhouse: ClickHouseConfig,
     /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
@@ -98,6 +102,7 @@ impl ApiConfig {
             dev_tokens: env.parse_or("REELAY_DEV_TOKENS", false)?,
             public_rate: PublicRate::read(env)?,
             client_ip_header: client_ip_header(env)?,
+            buffer_budget: buffer_budget(env)?,
             clickhouse: ClickHouseConfig::read(env)?,
             view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
@@ -139,6 +144,10 @@ impl ApiConfig {
                 self.public_rate.map_or(200, |r| r.burst.get()).to_string(),
             ),
             ("REELAY_CLIENT_IP_HEADER", optional(&self.client_ip_header)),
+            (
+                "REELAY_API_BUFFER_MIB",
+                (self.buffer_budget >> 20).to_string(),
+            ),
         ];
         vars.extend(self.clickhouse.to_env());
         vars.extend(self.s3.to_env());
@@ -173,6 +182,18 @@ impl PublicRate {
         })?;
         Ok(Some(Self { per_sec, burst }))
     }
+}
+
+/// `REELAY_API_BUFFER_MIB`: at least 1, at most 4095 (one semaphore).
+fn buffer_budget(env: &Env) -> Result<usize, ConfigError> {
+    let mib: usize = env.parse_or("REELAY_API_BUFFER_MIB", 64)?;
+    if !(1..4096).contains(&mib) {
+        return Err(ConfigError::Invalid {
+            name: "REELAY_API_BUFFER_MIB",
+            reason: "must be between 1 and 4095".into(),
+        });
+    }
+    Ok(mib << 20)
 }
 
 /// `REELAY_CLIENT_IP_HEADER`: a header name, checked at start.

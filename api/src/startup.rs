@@ -73,6 +73,7 @@ impl Application {
         }
         let state = AppState {
             throttle: crate::throttle::Throttle::new(&config),
+            budget: Arc::new(crate::video::budget::Budget::new(config.buffer_budget)),
             reports,
             playback: PlaybackSink::start(publisher.clone()),
             audiences: Audiences::default(),

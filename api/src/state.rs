@@ -40,4 +40,6 @@ pub struct AppState {
     pub clickhouse: ClickHouse,
     /// Each caller's rate on the endpoints that need no token.
     pub throttle: crate::throttle::Throttle,
+    /// Request-body bytes held across all PATCHes.
+    pub budget: Arc<crate::video::budget::Budget>,
 }

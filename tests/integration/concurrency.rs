@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reelay_shared::VideoStatus;
+use reelay_shared::{VideoId, VideoStatus};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex};
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -89,4 +89,60 @@ async fn a_client_that_drops_its_connection_can_resume_at_once() {
     })
     .await;
     assert!(resumed, "the reconnecting client was locked out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_patches_stays_within_the_apis_buffer_budget_and_every_upload_is_exact() {
+    let env = TestEnv::new().await;
+    let mut config = env.api_config();
+    config.buffer_budget = 2 * MIB;
+    let api = env.spawn_api_with(config).await;
+    let _worker = env.spawn_worker().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    // 16 uploads of 3 MiB at once, each in one PATCH: 48 MiB wanting in
+    // against a budget of 2 MiB (chunks are 4 MiB here).
+    let uploads: Vec<(VideoId, Vec<u8>)> = futures_util::future::join_all((0..16).map(|_| {
+        let tus = &tus;
+        async move {
+            let data = random_bytes(3 * MIB);
+            let id = tus.create(data.len() as u64).await;
+            (id, data)
+        }
+    }))
+    .await;
+    futures_util::future::join_all(
+        uploads
+            .iter()
+            .map(|(id, data)| tus.upload_from(*id, data, 0, data.len())),
+    )
+    .await;
+    for (id, data) in &uploads {
+        env.wait_for_status(*id, VideoStatus::Uploaded, Duration::from_secs(60))
+            .await;
+        assert_eq!(env.original_sha256(*id).await, sha256_hex(data));
+    }
+    let metrics = reqwest::get(format!("{}/metrics", api.address))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let peak = value("reelay_api_buffered_bytes_peak");
+    assert!(
+        peak > 0.0 && peak <= (2 * MIB) as f64,
+        "the api held at most its budget: {peak}"
+    );
+    assert!(
+        value("reelay_api_budget_waits_total") >= 1.0,
+        "the budget held PATCHes back"
+    );
+    assert_eq!(value("reelay_api_buffered_bytes "), 0.0, "all given back");
 }

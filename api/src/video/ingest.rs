@@ -2,7 +2,8 @@
 //! persistent with a publisher confirm; the offset that counts is the end of
 //! the last chunk the broker confirmed, also when the body breaks off. The
 //! body is never held whole: at most one chunk is buffered, plus the chunks
-//! awaiting confirmation.
+//! awaiting confirmation, and what all PATCHes buffer together stays within
+//! the api's budget (`budget.rs`).
 
 use std::collections::VecDeque;
 
@@ -92,6 +93,14 @@ struct Chunker<'a> {
     /// The offset the log holds for this upload.
     recorded: u64,
     in_flight: VecDeque<(u64, PublisherConfirm)>,
+    /// Room taken in the api's budget for the bytes this PATCH holds.
+    held: usize,
+}
+
+impl Drop for Chunker<'_> {
+    fn drop(&mut self) {
+        self.state.budget.give(std::mem::take(&mut self.held));
+    }
 }
 
 impl<'a> Chunker<'a> {
@@ -109,11 +118,42 @@ impl<'a> Chunker<'a> {
             confirmed: start,
             recorded: start,
             in_flight: VecDeque::new(),
+            held: 0,
         })
     }
 
     async fn push(&mut self, mut bytes: Bytes) -> Result<(), ApiError> {
-        let chunk_size = self.state.config.upload.chunk_size;
+        let state = self.state;
+        let chunk_size = state.config.upload.chunk_size;
+        let budget = &state.budget;
+        let taken = match budget.try_take(bytes.len()) {
+            Some(taken) => taken,
+            None => {
+                // The budget is full: publish what this PATCH holds (a short
+                // chunk), then wait without reading the body.
+                if !self.buffer.is_empty() {
+                    let chunk = self.buffer.split().freeze();
+                    self.publish(&chunk).await?;
+                    budget.give(std::mem::take(&mut self.held));
+                }
+                metrics::counter!("reelay_api_budget_waits_total").increment(1);
+                budget.take(bytes.len()).await
+            }
+        };
+        self.held += taken;
+        let result = self.split_into_chunks(&mut bytes, chunk_size).await;
+        // What is not buffered any more is published: give its room back.
+        let keep = self.buffer.len().min(self.held);
+        budget.give(self.held - keep);
+        self.held = keep;
+        result
+    }
+
+    async fn split_into_chunks(
+        &mut self,
+        bytes: &mut Bytes,
+        chunk_size: usize,
+    ) -> Result<(), ApiError> {
         while !bytes.is_empty() {
             if self.buffer.is_empty() && bytes.len() >= chunk_size {
                 let chunk = bytes.split_to(chunk_size);

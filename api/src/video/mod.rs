@@ -3,6 +3,7 @@
 //! profile video, publish a job), the tus protocol's headers, and streaming
 //! PATCH bodies to the broker. Routes call these; these never call routes.
 
+pub mod budget;
 pub mod ingest;
 pub mod tus;
 
