@@ -33,6 +33,13 @@ struct Args {
     /// Worker replicas to start.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Uploads at once, each of the size (and as many direct uploads at
+    /// once for the reference); the figures are aggregates.
+    #[arg(long, default_value_t = 1)]
+    concurrent: usize,
+    /// The api's budget of buffered body bytes (REELAY_API_BUFFER_MIB).
+    #[arg(long, default_value_t = 64)]
+    api_buffer_mib: usize,
     /// Where reelay-api and reelay-worker are.
     #[arg(long, default_value = "target/release")]
     bin_dir: String,
@@ -86,6 +93,7 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
     env.binaries = PathBuf::from(&args.bin_dir);
     let mut api_config = env.api_config();
     api_config.upload.max_upload_size = size * 2;
+    api_config.buffer_budget = args.api_buffer_mib << 20;
     let (mut api, base) = env.spawn_api_process(&api_config).await;
     let mut workers: Vec<_> = (0..args.workers)
         .map(|i| {
@@ -96,14 +104,18 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
         })
         .collect();
     let result = async {
-        let direct = random_bytes(size);
-        let direct_secs = direct_multipart(
-            &env.storage,
-            &format!("{}direct", env.s3.key_prefix),
-            direct,
-        )
+        let n = args.concurrent.max(1);
+        let started = Instant::now();
+        futures_util::future::try_join_all((0..n).map(|i| {
+            direct_multipart(
+                &env.storage,
+                format!("{}direct-{i}", env.s3.key_prefix),
+                random_bytes(size),
+            )
+        }))
         .await?;
-        let data = random_bytes(size);
+        let direct_secs = started.elapsed().as_secs_f64();
+        let uploads: Vec<Bytes> = (0..n).map(|_| random_bytes(size)).collect();
         let tus = Tus::new(&base, env.token(uuid::Uuid::new_v4()));
         let mut watched: Vec<(String, u32)> = vec![("api".into(), api.id().unwrap_or_default())];
         for (i, w) in workers.iter().enumerate() {
@@ -122,9 +134,10 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
         }
         let before = cpu_by_name(&watched);
         let (ingest_secs, reelay_secs) =
-            through_reelay(&env, &tus, data, (args.patch_mib * MIB) as usize).await;
+            through_reelay(&env, &tus, uploads, (args.patch_mib * MIB) as usize).await;
         let after = cpu_by_name(&watched);
-        let gib = size as f64 / (1024.0 * MIB as f64);
+        let total = size * n as u64;
+        let gib = total as f64 / (1024.0 * MIB as f64);
         let cpu_per_gib = after
             .into_iter()
             .map(|(name, secs)| {
@@ -137,9 +150,9 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
             .collect();
         Ok::<_, anyhow::Error>(Run {
             size,
-            direct_mbps: size as f64 / 1e6 / direct_secs,
-            reelay_mbps: size as f64 / 1e6 / reelay_secs,
-            ingest_mbps: size as f64 / 1e6 / ingest_secs,
+            direct_mbps: total as f64 / 1e6 / direct_secs,
+            reelay_mbps: total as f64 / 1e6 / reelay_secs,
+            ingest_mbps: total as f64 / 1e6 / ingest_secs,
             api_peak_rss_mib: peak_rss_mib(&api)?,
             cpu_per_gib,
             worker_peak_rss_mib: workers
@@ -166,7 +179,7 @@ fn random_bytes(size: u64) -> Bytes {
 }
 
 /// The reference: 8 MiB parts, 4 in flight, straight to Garage.
-async fn direct_multipart(storage: &Storage, key: &str, data: Bytes) -> anyhow::Result<f64> {
+async fn direct_multipart(storage: &Storage, key: String, data: Bytes) -> anyhow::Result<f64> {
     let started = Instant::now();
     let upload = storage.s3.put_multipart(&Path::from(key)).await?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 * MIB as usize);
@@ -178,17 +191,21 @@ async fn direct_multipart(storage: &Storage, key: &str, data: Bytes) -> anyhow::
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// POST, sequential PATCHes, then wait until UPLOADED; seconds from the
-/// POST to the last PATCH's answer, and to UPLOADED.
-async fn through_reelay(env: &TestEnv, tus: &Tus, data: Bytes, patch: usize) -> (f64, f64) {
+/// Each upload: POST, sequential PATCHes, then wait until UPLOADED, all
+/// at once; seconds from the start to the last PATCH's answer, and to the
+/// last UPLOADED.
+async fn through_reelay(env: &TestEnv, tus: &Tus, uploads: Vec<Bytes>, patch: usize) -> (f64, f64) {
     let started = Instant::now();
-    let id = tus.upload(&data, patch).await;
+    let ids =
+        futures_util::future::join_all(uploads.iter().map(|data| tus.upload(data, patch))).await;
     let ingested = started.elapsed().as_secs_f64();
-    env.wait_for_status(
-        id,
-        VideoStatus::Uploaded,
-        std::time::Duration::from_secs(3600),
-    )
-    .await;
+    for id in ids {
+        env.wait_for_status(
+            id,
+            VideoStatus::Uploaded,
+            std::time::Duration::from_secs(3600),
+        )
+        .await;
+    }
     (ingested, started.elapsed().as_secs_f64())
 }

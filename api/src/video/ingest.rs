@@ -92,14 +92,20 @@ struct Chunker<'a> {
     confirmed: u64,
     /// The offset the log holds for this upload.
     recorded: u64,
-    in_flight: VecDeque<(u64, PublisherConfirm)>,
-    /// Room taken in the api's budget for the bytes this PATCH holds.
+    /// Published chunks awaiting their confirm: their end offset, the
+    /// confirm, and the budget's room they hold (their bytes sit in the
+    /// broker client's buffers until the broker has them).
+    in_flight: VecDeque<(u64, PublisherConfirm, usize)>,
+    /// Room taken in the api's budget for the bytes buffered here.
     held: usize,
 }
 
 impl Drop for Chunker<'_> {
     fn drop(&mut self) {
-        self.state.budget.give(std::mem::take(&mut self.held));
+        let in_flight: usize = self.in_flight.iter().map(|(_, _, room)| room).sum();
+        self.state
+            .budget
+            .give(std::mem::take(&mut self.held) + in_flight);
     }
 }
 
@@ -113,7 +119,7 @@ impl<'a> Chunker<'a> {
             state,
             channel,
             video,
-            buffer: BytesMut::with_capacity(state.config.upload.chunk_size),
+            buffer: BytesMut::new(),
             offset: start,
             confirmed: start,
             recorded: start,
@@ -130,19 +136,21 @@ impl<'a> Chunker<'a> {
             Some(taken) => taken,
             None => {
                 // The budget is full: publish what this PATCH holds (a short
-                // chunk), then wait without reading the body.
+                // chunk) and await its confirms, so that it holds nothing
+                // while it waits (no PATCH waits on room another waiter
+                // holds); meanwhile its body is not read.
                 if !self.buffer.is_empty() {
                     let chunk = self.buffer.split().freeze();
                     self.publish(&chunk).await?;
-                    budget.give(std::mem::take(&mut self.held));
                 }
+                self.settle().await?;
                 metrics::counter!("reelay_api_budget_waits_total").increment(1);
                 budget.take(bytes.len()).await
             }
         };
         self.held += taken;
         let result = self.split_into_chunks(&mut bytes, chunk_size).await;
-        // What is not buffered any more is published: give its room back.
+        // Room beyond what stays buffered is not needed any more.
         let keep = self.buffer.len().min(self.held);
         budget.give(self.held - keep);
         self.held = keep;
@@ -160,6 +168,13 @@ impl<'a> Chunker<'a> {
                 self.publish(&chunk).await?;
                 continue;
             }
+            if self.buffer.is_empty() {
+                // A fresh allocation per chunk: the last one is freed with
+                // its published bytes (a split-off buffer would keep it, and
+                // its written pages, alive), and pages count only as they
+                // are written.
+                self.buffer = BytesMut::with_capacity(chunk_size);
+            }
             let take = (chunk_size - self.buffer.len()).min(bytes.len());
             self.buffer.extend_from_slice(&bytes.split_to(take));
             if self.buffer.len() == chunk_size {
@@ -170,6 +185,8 @@ impl<'a> Chunker<'a> {
         Ok(())
     }
 
+    /// Publishes `chunk`; the room of its bytes moves with it until its
+    /// confirm.
     async fn publish(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
         while self.in_flight.len() >= MAX_IN_FLIGHT {
             self.confirm_oldest().await?;
@@ -187,16 +204,20 @@ impl<'a> Chunker<'a> {
             .await
             .map_err(|e| self.broker_failed(e))?;
         self.offset += chunk.len() as u64;
-        self.in_flight.push_back((self.offset, confirm));
+        let room = chunk.len().min(self.held);
+        self.held -= room;
+        self.in_flight.push_back((self.offset, confirm, room));
         metrics::counter!("reelay_chunk_bytes_published_total").increment(chunk.len() as u64);
         Ok(())
     }
 
     async fn confirm_oldest(&mut self) -> Result<(), ApiError> {
-        let Some((end, confirm)) = self.in_flight.pop_front() else {
+        let Some((end, confirm, room)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        let answer = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
+        self.state.budget.give(room);
+        match answer {
             // Mandatory publishing: an unroutable chunk comes back as Ack(Some(_)).
             Ok(Ok(Confirmation::Ack(None))) => {
                 self.confirmed = end;
@@ -212,22 +233,29 @@ impl<'a> Chunker<'a> {
             Ok(Ok(_)) => {
                 // Unconfirmed bytes may still arrive; the worker drops any
                 // it already has when the client sends them again.
-                self.in_flight.clear();
+                self.forget_in_flight();
                 Err(ApiError::Unavailable(
                     "the message broker refused the chunk; retry later",
                 ))
             }
             Ok(Err(e)) => {
-                self.in_flight.clear();
+                self.forget_in_flight();
                 Err(self.broker_failed(e))
             }
             Err(_) => {
-                self.in_flight.clear();
+                self.forget_in_flight();
                 Err(ApiError::Unavailable(
                     "the message broker did not confirm in time; retry later",
                 ))
             }
         }
+    }
+
+    /// Drops the confirms still awaited (the broker failed), giving back
+    /// the room their chunks held.
+    fn forget_in_flight(&mut self) {
+        let room: usize = self.in_flight.drain(..).map(|(_, _, room)| room).sum();
+        self.state.budget.give(room);
     }
 
     fn broker_failed(&self, error: lapin::Error) -> ApiError {
