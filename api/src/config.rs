@@ -85,7 +85,10 @@ impl ApiConfig {
     }
 
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let upload = UploadConfig::read(env)?;
         Ok(Self {
+            buffer_budget: buffer_budget(env, upload.chunk_size)?,
+            upload,
             addr: env.parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             jwt_secret: env.required("REELAY_JWT_SECRET")?,
             jwt_public_key: env.get("REELAY_JWT_PUBLIC_KEY"),
@@ -102,13 +105,11 @@ impl ApiConfig {
             dev_tokens: env.parse_or("REELAY_DEV_TOKENS", false)?,
             public_rate: PublicRate::read(env)?,
             client_ip_header: client_ip_header(env)?,
-            buffer_budget: buffer_budget(env)?,
             clickhouse: ClickHouseConfig::read(env)?,
             view_threshold: env.millis_or("REELAY_VIEW_THRESHOLD_MS", 10_000)?,
             database: DatabaseConfig::read(env)?,
             amqp: AmqpConfig::read(env)?,
             redis: RedisConfig::read(env)?,
-            upload: UploadConfig::read(env)?,
             lock: LockConfig::read(env)?,
         })
     }
@@ -184,13 +185,17 @@ impl PublicRate {
     }
 }
 
-/// `REELAY_API_BUFFER_MIB`: at least 1, at most 4095 (one semaphore).
-fn buffer_budget(env: &Env) -> Result<usize, ConfigError> {
+/// `REELAY_API_BUFFER_MIB`: room for a chunk at least, at most 4095 MiB
+/// (one semaphore).
+fn buffer_budget(env: &Env, chunk_size: usize) -> Result<usize, ConfigError> {
     let mib: usize = env.parse_or("REELAY_API_BUFFER_MIB", 64)?;
-    if !(1..4096).contains(&mib) {
+    if !(1..4096).contains(&mib) || mib << 20 < chunk_size {
         return Err(ConfigError::Invalid {
             name: "REELAY_API_BUFFER_MIB",
-            reason: "must be between 1 and 4095".into(),
+            reason: format!(
+                "must be between one chunk (REELAY_CHUNK_SIZE, {} MiB) and 4095",
+                chunk_size.div_ceil(1 << 20)
+            ),
         });
     }
     Ok(mib << 20)
@@ -288,6 +293,20 @@ mod tests {
         );
         assert!(read("a.example").is_err());
         assert!(read("https://a.example/path").is_err());
+    }
+
+    #[test]
+    fn the_buffer_budget_holds_a_chunk_at_least() {
+        let read = |mib: &str| {
+            ApiConfig::read(&Env::of([
+                ("REELAY_JWT_SECRET", "s"),
+                ("REELAY_API_BUFFER_MIB", mib),
+            ]))
+            .map(|c| c.buffer_budget)
+        };
+        assert_eq!(read("8").unwrap(), 8 << 20);
+        let error = read("2").unwrap_err().to_string();
+        assert!(error.contains("REELAY_API_BUFFER_MIB"), "{error}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Presigner {
     endpoint: String,
     /// What the Host header will be (host, with the port when not default).
     host: String,
+    /// The endpoint's own path, if it has one (a proxy's prefix).
+    base_path: String,
     bucket: String,
     region: String,
     access_key_id: String,
@@ -42,18 +44,29 @@ pub struct Presigner {
 }
 
 impl Presigner {
+    /// The endpoint as a browser will send it: scheme, lowercase host, the
+    /// port only when not the scheme's default, and any path prefix.
     pub fn new(config: &S3Config) -> Self {
-        let endpoint = config.endpoint.trim_end_matches('/').to_owned();
-        let host = endpoint
-            .split_once("://")
-            .map_or(endpoint.as_str(), |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let (endpoint, host, base_path) = match reqwest::Url::parse(&config.endpoint) {
+            Ok(url) => {
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_owned(),
+                };
+                let base_path = url.path().trim_end_matches('/').to_owned();
+                (format!("{}://{host}", url.scheme()), host, base_path)
+            }
+            // S3Config::read checked it; keep the text as it is otherwise.
+            Err(_) => (
+                config.endpoint.trim_end_matches('/').to_owned(),
+                String::new(),
+                String::new(),
+            ),
+        };
         Self {
             endpoint,
             host,
+            base_path,
             bucket: config.bucket.clone(),
             region: config.region.clone(),
             access_key_id: config.access_key_id.clone(),
@@ -71,7 +84,9 @@ impl Presigner {
     fn get_at(&self, key: &str, ttl: Duration, now: DateTime<Utc>) -> String {
         let day = now.format("%Y%m%d").to_string();
         let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-        let mut path = String::with_capacity(self.bucket.len() + key.len() + 8);
+        let mut path =
+            String::with_capacity(self.base_path.len() + self.bucket.len() + key.len() + 8);
+        encode(&mut path, &self.base_path, false);
         path.push('/');
         encode(&mut path, &self.bucket, false);
         path.push('/');
@@ -203,6 +218,40 @@ mod tests {
             }
             assert!(same, "compared within one second for {key}");
         }
+    }
+
+    #[test]
+    fn the_host_is_what_a_client_sends() {
+        let with = |endpoint: &str| {
+            let mut config = config();
+            config.endpoint = endpoint.into();
+            let p = Presigner::new(&config);
+            (p.endpoint, p.host, p.base_path)
+        };
+        assert_eq!(
+            with("https://S3.Example.com:443/"),
+            (
+                "https://s3.example.com".into(),
+                "s3.example.com".into(),
+                String::new()
+            )
+        );
+        assert_eq!(
+            with("http://127.0.0.1:3900"),
+            (
+                "http://127.0.0.1:3900".into(),
+                "127.0.0.1:3900".into(),
+                String::new()
+            )
+        );
+        assert_eq!(
+            with("http://proxy.local/s3/"),
+            (
+                "http://proxy.local".into(),
+                "proxy.local".into(),
+                "/s3".into()
+            )
+        );
     }
 
     #[test]

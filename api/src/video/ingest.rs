@@ -128,31 +128,53 @@ impl<'a> Chunker<'a> {
         })
     }
 
-    async fn push(&mut self, mut bytes: Bytes) -> Result<(), ApiError> {
+    async fn push(&mut self, bytes: Bytes) -> Result<(), ApiError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.take_room(bytes.len()).await?;
+        self.accept(bytes).await
+    }
+
+    /// Takes room in the api's budget for `bytes` more. When it is full:
+    /// publishes what this PATCH holds (a short chunk) and awaits its
+    /// confirms, so that it holds nothing while it waits (no PATCH waits on
+    /// room another waiter holds); meanwhile its body is not read.
+    async fn take_room(&mut self, bytes: usize) -> Result<(), ApiError> {
         let state = self.state;
-        let chunk_size = state.config.upload.chunk_size;
         let budget = &state.budget;
-        let taken = match budget.try_take(bytes.len()) {
+        let taken = match budget.try_take(bytes) {
             Some(taken) => taken,
             None => {
-                // The budget is full: publish what this PATCH holds (a short
-                // chunk) and await its confirms, so that it holds nothing
-                // while it waits (no PATCH waits on room another waiter
-                // holds); meanwhile its body is not read.
                 if !self.buffer.is_empty() {
                     let chunk = self.buffer.split().freeze();
+                    self.buffer = BytesMut::new();
                     self.publish(&chunk).await?;
                 }
                 self.settle().await?;
                 metrics::counter!("reelay_api_budget_waits_total").increment(1);
-                budget.take(bytes.len()).await
+                // Others give room back as the broker confirms; a budget
+                // that stays full this long means the broker is stuck.
+                let patience = state.config.lock.patch_idle_timeout * 4;
+                tokio::time::timeout(patience, budget.take(bytes))
+                    .await
+                    .map_err(|_| {
+                        metrics::counter!("reelay_api_budget_timeouts_total").increment(1);
+                        ApiError::Unavailable("the api is busy; resume from HEAD's offset later")
+                    })?
             }
         };
         self.held += taken;
+        Ok(())
+    }
+
+    /// Buffers or publishes `bytes`, for which room was taken.
+    async fn accept(&mut self, mut bytes: Bytes) -> Result<(), ApiError> {
+        let chunk_size = self.state.config.upload.chunk_size;
         let result = self.split_into_chunks(&mut bytes, chunk_size).await;
         // Room beyond what stays buffered is not needed any more.
         let keep = self.buffer.len().min(self.held);
-        budget.give(self.held - keep);
+        self.state.budget.give(self.held - keep);
         self.held = keep;
         result
     }
@@ -212,11 +234,17 @@ impl<'a> Chunker<'a> {
     }
 
     async fn confirm_oldest(&mut self) -> Result<(), ApiError> {
-        let Some((end, confirm, room)) = self.in_flight.pop_front() else {
+        // Awaited in place and removed after: a request dropped while it
+        // waits (the client went away) leaves the entry for Drop, which
+        // gives its room back.
+        let Some((end, confirm, _)) = self.in_flight.front_mut() else {
             return Ok(());
         };
+        let end = *end;
         let answer = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
-        self.state.budget.give(room);
+        if let Some((_, _, room)) = self.in_flight.pop_front() {
+            self.state.budget.give(room);
+        }
         match answer {
             // Mandatory publishing: an unroutable chunk comes back as Ack(Some(_)).
             Ok(Ok(Confirmation::Ack(None))) => {
@@ -365,6 +393,8 @@ async fn spool_and_verify(
     file.rewind().await.map_err(io)?;
     let chunk_size = state.config.upload.chunk_size;
     loop {
+        // Room first: the chunk read from the spool counts too.
+        chunker.take_room(chunk_size).await?;
         let mut chunk = BytesMut::zeroed(chunk_size);
         let mut filled = 0;
         while filled < chunk_size {
@@ -374,14 +404,15 @@ async fn spool_and_verify(
             }
             filled += n;
         }
-        if filled == 0 {
-            return Ok(());
-        }
+        chunk.truncate(filled);
         if lock.lost() {
             return Err(ApiError::Locked);
         }
-        chunk.truncate(filled);
-        chunker.push(chunk.freeze()).await?;
+        // Empty at the end: accepting nothing gives the room back.
+        chunker.accept(chunk.freeze()).await?;
+        if filled == 0 {
+            return Ok(());
+        }
     }
 }
 
