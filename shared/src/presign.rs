@@ -21,7 +21,7 @@ use crate::config::S3Config;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The longest life SigV4 allows a presigned URL.
-const MAX_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A day (`yyyymmdd`) and the signing key derived for it.
 type DayKey = (String, [u8; 32]);

@@ -9,7 +9,7 @@ pub mod tus;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use reelay_shared::{
     UserId, VideoId, VideoStatus,
     video::{
@@ -107,9 +107,13 @@ pub struct Link {
 
 /// A presigned GET of the object at `key` (local computation, no request).
 pub async fn presign(state: &AppState, key: &str, ttl: Duration) -> ApiResult<Link> {
+    // What the URL honours: at most SigV4's seven days, from a whole second
+    // no later than its X-Amz-Date.
+    let ttl = ttl.min(reelay_shared::presign::MAX_EXPIRES);
+    let signed_at = Utc::now().trunc_subsecs(0);
     Ok(Link {
         url: state.storage.presign_get(key, ttl),
-        expires_at: Utc::now() + ttl,
+        expires_at: signed_at + ttl,
     })
 }
 
