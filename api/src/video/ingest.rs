@@ -141,6 +141,7 @@ impl<'a> Chunker<'a> {
     /// confirms, so that it holds nothing while it waits (no PATCH waits on
     /// room another waiter holds); meanwhile its body is not read.
     async fn take_room(&mut self, bytes: usize) -> Result<(), ApiError> {
+        self.reap_confirmed().await?;
         let state = self.state;
         let budget = &state.budget;
         let taken = match budget.try_take(bytes) {
@@ -237,14 +238,33 @@ impl<'a> Chunker<'a> {
         // Awaited in place and removed after: a request dropped while it
         // waits (the client went away) leaves the entry for Drop, which
         // gives its room back.
-        let Some((end, confirm, _)) = self.in_flight.front_mut() else {
+        let Some((_, confirm, _)) = self.in_flight.front_mut() else {
             return Ok(());
         };
-        let end = *end;
         let answer = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await;
-        if let Some((_, _, room)) = self.in_flight.pop_front() {
-            self.state.budget.give(room);
+        self.conclude_oldest(answer).await
+    }
+
+    /// Concludes the confirms that have come already, without waiting: their
+    /// room goes back to the budget now rather than at the next publish.
+    async fn reap_confirmed(&mut self) -> Result<(), ApiError> {
+        while let Some((_, confirm, _)) = self.in_flight.front_mut() {
+            let Some(answer) = futures_util::FutureExt::now_or_never(confirm) else {
+                break;
+            };
+            self.conclude_oldest(Ok(answer)).await?;
         }
+        Ok(())
+    }
+
+    async fn conclude_oldest(
+        &mut self,
+        answer: Result<Result<Confirmation, lapin::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<(), ApiError> {
+        let Some((end, _, room)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        self.state.budget.give(room);
         match answer {
             // Mandatory publishing: an unroutable chunk comes back as Ack(Some(_)).
             Ok(Ok(Confirmation::Ack(None))) => {
