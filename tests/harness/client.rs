@@ -47,11 +47,7 @@ impl Tus {
             "{}",
             response.text().await.unwrap_or_default()
         );
-        let location = response.headers()["location"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        VideoId::parse(location.rsplit('/').next().expect("an id")).expect("a uuid")
+        location_id(&response).expect("a Location naming the upload")
     }
 
     pub async fn head(&self, id: VideoId) -> Response {
@@ -168,4 +164,11 @@ pub async fn call_json(
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// The upload a creation's `Location` names (also on a 503, when the
+/// upload exists but its start failed).
+pub fn location_id(response: &Response) -> Option<VideoId> {
+    let location = response.headers().get("location")?.to_str().ok()?;
+    VideoId::parse(location.rsplit('/').next()?)
 }

@@ -97,18 +97,8 @@ async fn an_empty_upload_created_while_the_broker_is_down_completes_on_its_empty
         .await
         .expect("answered");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .expect("the upload's Location, to resume it")
-        .to_owned();
-    let id = reelay_shared::VideoId(
-        location
-            .trim_start_matches("/files/")
-            .parse()
-            .expect("an id"),
-    );
+    let id =
+        reelay_tests::client::location_id(&response).expect("the upload's Location, to resume it");
 
     proxy.restore().await;
     // The broker is back: HEAD says 0 of 0, and the client's empty PATCH
@@ -172,18 +162,8 @@ async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after(
         .expect("answered");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(started.elapsed() < Duration::from_secs(4), "failed fast");
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .expect("the Location of the upload that exists")
-        .to_owned();
-    let created = reelay_shared::VideoId(
-        location
-            .trim_start_matches("/files/")
-            .parse()
-            .expect("an id"),
-    );
+    let created = reelay_tests::client::location_id(&response)
+        .expect("the Location of the upload that exists");
 
     proxy.restore().await;
     // Redis is back: both resume from 0 and finish.
