@@ -127,6 +127,10 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Verified once per request: the rate limit keys by it first.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
         let header =
             parts
                 .headers
@@ -142,10 +146,12 @@ impl FromRequestParts<AppState> for Caller {
                 "the Authorization header must be 'Bearer <token>'",
             ))?;
         let claims = state.verifier.verify(token.trim())?;
-        Ok(Self {
+        let caller = Self {
             user: UserId(claims.sub),
             role: claims.role,
-        })
+        };
+        parts.extensions.insert(caller);
+        Ok(caller)
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+    http::{HeaderMap, request::Parts},
 };
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
@@ -24,7 +24,7 @@ use governor::{
 use uuid::Uuid;
 
 use crate::{
-    auth::Verifier,
+    auth::Caller,
     config::{ApiConfig, PublicRate},
     error::ApiError,
     state::AppState,
@@ -75,16 +75,11 @@ impl Throttle {
         }
     }
 
-    fn key(&self, parts: &Parts, verifier: &Verifier) -> Key {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+    fn key(&self, parts: &Parts, caller: Option<Caller>) -> Key {
         // A token that does not verify counts as no token here; the
         // endpoint itself refuses it.
-        if let Some(claims) = token.and_then(|t| verifier.verify(t).ok()) {
-            return Key::User(claims.sub);
+        if let Some(caller) = caller {
+            return Key::User(caller.user.0);
         }
         let peer = parts
             .extensions
@@ -143,7 +138,8 @@ impl FromRequestParts<AppState> for Throttled {
         let Some(limiter) = &throttle.limiter else {
             return Ok(Self);
         };
-        match limiter.check_key(&throttle.key(parts, &state.verifier)) {
+        let caller = Caller::from_request_parts(parts, state).await.ok();
+        match limiter.check_key(&throttle.key(parts, caller)) {
             Ok(()) => Ok(Self),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
