@@ -19,6 +19,8 @@ pub struct Proxy {
     upstream: &'static str,
     task: tokio::task::JoinHandle<()>,
     tripped: Arc<AtomicBool>,
+    /// Cut (its task awaited): a JoinHandle is awaited once.
+    down: bool,
 }
 
 /// When a proxy cuts by itself: once this many bytes went upstream.
@@ -80,6 +82,7 @@ impl Proxy {
             upstream,
             task,
             tripped,
+            down: false,
         }
     }
 
@@ -91,15 +94,20 @@ impl Proxy {
     /// Forwards again, on the same port, after [`Proxy::cut`]: the service
     /// came back.
     pub async fn restore(&mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
+        self.cut().await;
         *self = Self::start_on(self.upstream, self.port, None).await;
     }
 
     /// Closes the listener and every forwarded connection: to the client it
-    /// looks like the service went down.
-    pub fn cut(&self) {
+    /// looks like the service went down. Done when it returns (an aborted
+    /// task is dropped later; until then it would still accept).
+    pub async fn cut(&mut self) {
+        if self.down {
+            return;
+        }
         self.task.abort();
+        let _ = (&mut self.task).await;
+        self.down = true;
     }
 }
 

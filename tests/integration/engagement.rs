@@ -755,7 +755,7 @@ async fn every_accepted_event_lands_once_across_a_sigkill_and_a_clickhouse_outag
 
     // ClickHouse goes away for 30 s while the reader holds a batch and
     // events keep coming.
-    clickhouse.cut();
+    clickhouse.cut().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (frozen, _) = app.env.stored_events().await;
     let accepted_before = accepted_count.load(Ordering::Relaxed);

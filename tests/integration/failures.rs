@@ -11,7 +11,7 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_down_a_patch_gets_503_and_the_offset_stays() {
     let env = TestEnv::new().await;
-    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut proxy = Proxy::start("127.0.0.1:5672").await;
     let mut config = env.api_config();
     config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
     let api = env.spawn_api_with(config).await;
@@ -20,7 +20,7 @@ async fn with_the_broker_down_a_patch_gets_503_and_the_offset_stays() {
     tus.upload_from(id, &random_bytes(MIB), 0, MIB).await;
     let events_before = env.store.events(id).await.expect("history").len();
 
-    proxy.cut();
+    proxy.cut().await;
     let response = tus
         .patch(id, MIB as u64, random_bytes(2 * MIB))
         .send()
@@ -86,7 +86,7 @@ async fn an_empty_upload_created_while_the_broker_is_down_completes_on_its_empty
     let _worker = env.spawn_worker().await;
     let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
 
-    proxy.cut();
+    proxy.cut().await;
     let response = tus
         .raw()
         .post(format!("{}/files/", api.address))
@@ -130,7 +130,7 @@ async fn with_redis_down_uploads_fail_fast_with_their_location_and_resume_after(
     let data = random_bytes(MIB);
     let id = tus.create(2 * MIB as u64).await;
 
-    proxy.cut();
+    proxy.cut().await;
     // Requests answered before their body was read close their connection:
     // each of the outage's requests gets a client of its own.
     let outage = Tus::new(&api.address, tus.token.clone());
@@ -210,7 +210,7 @@ async fn the_redis_connection_comes_back_by_itself_after_a_long_outage() {
     };
     set(redis.clone(), 1).await.expect("SET while up");
 
-    proxy.cut();
+    proxy.cut().await;
     let started = std::time::Instant::now();
     assert!(set(redis.clone(), 2).await.is_err(), "Redis is away");
     assert!(started.elapsed() < Duration::from_secs(4), "failed fast");
@@ -261,7 +261,7 @@ async fn the_first_redis_command_after_a_restart_goes_through() {
         .expect("SET while up");
 
     // Redis restarts while the connection is idle: it is closed under it.
-    proxy.cut();
+    proxy.cut().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore().await;
 
@@ -279,7 +279,7 @@ async fn the_first_redis_command_after_a_restart_goes_through() {
         config.key_prefix.clone(),
         Duration::from_secs(5),
     );
-    proxy.cut();
+    proxy.cut().await;
     proxy.restore().await;
     assert!(
         lock.acquire("after-restart")
