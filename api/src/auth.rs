@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{error::ApiError, state::AppState};
 
 /// What a token's bearer is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// An app user: sees and changes only their own videos.

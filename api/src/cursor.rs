@@ -1,7 +1,9 @@
-//! Page cursors: opaque to clients, the `(time, id)` of the last item of a
-//! page, for lists ordered newest first.
+//! Page cursors: the `(time, id)` of the last item of a page, for lists
+//! ordered newest first, written `<microseconds since 1970>.<id as 32 hex
+//! digits>`. Clients pass back what they were given; the format is
+//! documented ([`PATTERN`], in the OpenAPI document) so that every string
+//! of that shape is a cursor and anything else a 400.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -10,16 +12,33 @@ use crate::error::{ApiError, ApiResult};
 /// The most items a page may ask for.
 pub const MAX_PAGE: i64 = 100;
 
+/// What a cursor looks like (the document's `pattern`); 16 digits reach
+/// past the year 2250.
+pub const PATTERN: &str = r"^[0-9]{1,16}\.[0-9a-f]{32}$";
+
 pub fn encode(at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
+    format!("{}.{}", at.timestamp_micros().max(0), id.simple())
 }
 
 pub fn decode(cursor: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
-    let bad = || ApiError::BadRequest("cursor is not one this API returned".into());
-    let text =
-        String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let bad = || {
+        ApiError::BadRequest(
+            "cursor is not one this API returned (<microseconds>.<32 hex digits>)".into(),
+        )
+    };
+    let (micros, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let digits = |s: &str, range: std::ops::RangeInclusive<usize>, ok: fn(&u8) -> bool| {
+        range.contains(&s.len()) && s.as_bytes().iter().all(ok)
+    };
+    if !digits(micros, 1..=16, u8::is_ascii_digit)
+        || !digits(id, 32..=32, |b| {
+            b.is_ascii_digit() || (b'a'..=b'f').contains(b)
+        })
+    {
+        return Err(bad());
+    }
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 

@@ -55,9 +55,63 @@ where
             ));
         }
         // The rejection names the field at fault ("filter.models: …").
+        let rejected = match axum::Json::<T>::from_bytes(&body) {
+            Ok(axum::Json(value)) => return Ok(Self(value)),
+            Err(rejection) => ApiError::BadRequest(rejection.body_text()),
+        };
+        // JSON has one number type: `5.0` is the integer 5 to JSON Schema
+        // (and to Python's json, which writes floats so), so a body is
+        // read again with its whole floats as integers before it is
+        // refused.
+        let mut value: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(_) => return Err(rejected),
+        };
+        if !integral_floats_as_integers(&mut value) {
+            return Err(rejected);
+        }
+        let body = serde_json::to_vec(&value).map_err(|_| rejected)?;
         axum::Json::<T>::from_bytes(&body)
             .map(|axum::Json(value)| Self(value))
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// 2^64 and -2^63, exactly: the ends of the integers serde reads.
+const U64_END: f64 = 18_446_744_073_709_551_616.0;
+const I64_START: f64 = -9_223_372_036_854_775_808.0;
+
+/// Turns every float with no fraction (`5.0`) in `value` into the integer
+/// it is, where one fits; says whether any changed.
+pub fn integral_floats_as_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::{Number, Value};
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let whole: Option<Number> = if f.fract() != 0.0 || !f.is_finite() {
+                None
+            } else if (0.0..U64_END).contains(&f) {
+                Some((f as u64).into())
+            } else if (I64_START..0.0).contains(&f) {
+                Some((f as i64).into())
+            } else {
+                None
+            };
+            match whole {
+                Some(whole) => {
+                    *n = whole;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| integral_floats_as_integers(v) | changed),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |changed, v| integral_floats_as_integers(v) | changed),
+        _ => false,
     }
 }
 
@@ -112,6 +166,13 @@ pub enum ApiError {
     /// 404: something else that does not exist or is not the caller's.
     #[error("no such {0}")]
     NoSuch(&'static str),
+    /// 404: something the request's body names does not exist (or is not
+    /// the caller's to see); the detail says what and where.
+    #[error("{0}")]
+    Missing(String),
+    /// 404: a path the api has no route for.
+    #[error("no such endpoint: {0}")]
+    NoRoute(String),
     /// 409: Upload-Offset is not the upload's current offset.
     #[error("Upload-Offset {sent} does not match the upload's offset {current}")]
     OffsetMismatch { sent: u64, current: u64 },
@@ -155,7 +216,9 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound | Self::NoSuch(_) => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuch(_) | Self::Missing(_) | Self::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::OffsetMismatch { .. } | Self::WrongState(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::TusVersion => StatusCode::PRECONDITION_FAILED,
@@ -172,6 +235,14 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // 22021: text PostgreSQL cannot hold, which from a client means a
+        // NUL in some field the handler did not check by name; the
+        // statement (and its transaction) changed nothing.
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("22021")
+        {
+            return Self::BadRequest("text must not contain NUL (\\u0000)".into());
+        }
         Self::Internal(anyhow::Error::new(e).context("database"))
     }
 }
@@ -280,6 +351,18 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+/// An `application/problem+json` answer.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Checksum Mismatch");
+    let body = json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -290,14 +373,8 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let title = status.canonical_reason().unwrap_or("Checksum Mismatch");
-        let body = json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
-        let mut response = (status, body.to_string()).into_response();
+        let mut response = problem(status, &detail);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
         match self {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -13,6 +13,7 @@ pub mod engagement;
 pub mod error;
 pub mod etag;
 pub mod fleet;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Serve HTTP (the default).
     Serve,
+    /// Print the OpenAPI document (what `/openapi.json` serves).
+    Openapi,
     /// Print a bearer token for a user, signed with REELAY_JWT_SECRET.
     Token {
         #[arg(long)]
@@ -28,6 +30,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reelay_api::openapi::document())?
+        );
+        return Ok(());
+    }
     if let Some(Command::Token {
         user,
         role,

@@ -5,9 +5,9 @@ use std::{future::Future, sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::{HeaderName, HeaderValue, Method},
+    http::{HeaderName, HeaderValue, Method, header},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use reelay_shared::{
     clickhouse::ClickHouse,
@@ -28,6 +28,7 @@ use crate::{
     auth::Verifier,
     config::ApiConfig,
     engagement::events::{Audiences, PlaybackSink},
+    error::{self, ApiError},
     routes,
     state::AppState,
 };
@@ -190,7 +191,10 @@ pub fn router(state: AppState) -> Router {
             video.id = tracing::field::Empty,
         )
     };
-    routes::router()
+    let (routes, _document) = routes::router().split_for_parts();
+    routes
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn(problems))
         .layer(axum::middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(cors)
@@ -199,6 +203,54 @@ pub fn router(state: AppState) -> Router {
             routes::video::tus::options_or_next,
         ))
         .with_state(state)
+}
+
+/// A path no route has: a problem+json 404 that names it (the contract
+/// test tells it from a handler's own 404 by this detail).
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+/// Every error is problem+json. A URL holding NUL (`%00`) is refused
+/// before any handler (PostgreSQL keeps no NUL in text, and no id or name
+/// has one), and axum's own plain-text rejections (a path segment that is
+/// not UTF-8, a body over its limit, a method a path does not have) are
+/// rewritten, headers (`Allow`) kept.
+async fn problems(request: Request, next: Next) -> Response {
+    let nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    let uri = request.uri();
+    if nul(uri.path()) || uri.query().is_some_and(nul) {
+        return ApiError::BadRequest("the URL must not contain NUL (%00)".into()).into_response();
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail = match text.trim() {
+        "" => status.canonical_reason().unwrap_or_default(),
+        text => text,
+    };
+    let mut answer = error::problem(status, detail);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 /// Counts requests and their latency by matched route, never by raw path.

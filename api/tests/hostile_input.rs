@@ -161,6 +161,13 @@ proptest! {
         }
     }
 
+    /// The document promises that any string of `cursor::PATTERN`'s shape
+    /// is a cursor (schemathesis sends such strings as valid).
+    #[test]
+    fn every_cursor_of_the_documented_shape_is_taken(text in "[0-9]{1,16}\\.[0-9a-f]{32}") {
+        prop_assert!(cursor::decode(&text).is_ok(), "{}", text);
+    }
+
     #[test]
     fn a_cursor_reads_back(micros in 0i64..4_102_444_800_000_000, id in any::<u128>()) {
         let at = DateTime::<Utc>::from_timestamp_micros(micros).expect("in range");

@@ -17,7 +17,10 @@ use crate::video::{UserId, VideoId, VideoStatus};
 pub const NOTIFY_CHANNEL: &str = "reelay_push";
 
 /// Where a device gets its pushes. Mirrored by the SQL enum `push_platform`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[schema(as = PushPlatform)]
 #[sqlx(type_name = "push_platform", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -77,13 +80,17 @@ impl DeviceToken {
     }
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+/// A device that receives push notifications.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = PushDevice)]
 pub struct Device {
     pub id: Uuid,
     #[serde(skip)]
     pub user_id: UserId,
     pub platform: Platform,
+    /// The provider's token, as registered (without surrounding spaces).
     pub token: String,
+    /// When it was registered (by its current owner).
     pub created_at: DateTime<Utc>,
 }
 

@@ -150,7 +150,7 @@ pub type Appended<R, I> =
     Result<R, AppendError<<<I as AggregateId>::Aggregate as Aggregate>::Rejection>>;
 
 /// One entry of the event log.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RecordedEvent {
     pub seq: i64,
     pub version: i32,

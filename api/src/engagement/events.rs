@@ -44,18 +44,34 @@ const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(30);
 const MAX_LABEL: usize = 64;
 
 /// One event as a player sends it.
-#[derive(Debug, Deserialize)]
+///
+/// Every type takes the same fields; `rendition` and `error_code` are
+/// optional for all of them. Fields not named here are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = PlayerEvent)]
 pub struct IncomingEvent {
+    /// The event's own id: an event sent again is stored once.
     pub event_id: Uuid,
+    /// One playback of the video by one viewer, from its `open` on.
     pub session_id: Uuid,
+    /// A video the viewer may watch.
     pub video_id: Uuid,
     #[serde(rename = "type")]
     pub kind: PlayerEventType,
+    /// Where the playhead was (for `seek`: where to), in milliseconds.
+    #[schema(maximum = 18446744073709551615u64)]
     pub playhead_ms: u64,
+    /// When it happened by the player's clock: at most 5 minutes ahead of
+    /// the server's and at most 30 days behind it.
     pub client_time: DateTime<Utc>,
+    /// The rendition playing (`quality_change`, say): at most 64
+    /// characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*$")]
     pub rendition: Option<String>,
+    /// The player's error code (`error`): at most 64 characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*$")]
     pub error_code: Option<String>,
 }
 
@@ -81,7 +97,8 @@ pub fn parse(body: &[u8]) -> ApiResult<Vec<IncomingEvent>> {
             })?;
             check_count(batch.events.len())?;
             let mut events = Vec::with_capacity(batch.events.len());
-            for (i, raw) in batch.events.into_iter().enumerate() {
+            for (i, mut raw) in batch.events.into_iter().enumerate() {
+                crate::error::integral_floats_as_integers(&mut raw);
                 events.push(
                     serde_json::from_value(raw)
                         .map_err(|e| ApiError::BadRequest(format!("events[{i}]: {e}")))?,
@@ -103,41 +120,65 @@ fn check_count(n: usize) -> ApiResult<()> {
     }
 }
 
+/// An event of a batch that was left out, and why.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = DroppedEvent)]
+pub struct Dropped {
+    /// Its place in the batch.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What a batch gives: the events to publish, and those left out because
+/// the player's clock put them outside the window analytics keep.
+#[derive(Debug)]
+pub struct Checked {
+    pub events: Vec<PlayerEvent>,
+    pub dropped: Vec<Dropped>,
+}
+
 /// Checks events and turns them into stream events: 400 naming the first
-/// bad event, and nothing published. A signed-in viewer's id (a user's or
-/// an admin's, not a service's) goes with every event.
+/// malformed event and 404 for a video the viewer may not watch, and
+/// nothing published. An event whose `client_time` is more than 5 minutes
+/// ahead or 30 days behind the server's clock is dropped and reported,
+/// while the rest of its batch goes on: a player cannot fix its device's
+/// clock, and its other events are good. A signed-in viewer's id (a
+/// user's or an admin's, not a service's) goes with every event.
 pub async fn check(
     audiences: &Audiences,
     store: &Store,
     viewer: Option<Caller>,
     incoming: Vec<IncomingEvent>,
-) -> ApiResult<Vec<PlayerEvent>> {
+) -> ApiResult<Checked> {
     let now = Utc::now();
     let user = viewer_user(viewer);
     let mut events = Vec::with_capacity(incoming.len());
+    let mut dropped = Vec::new();
     for (i, e) in incoming.into_iter().enumerate() {
         let bad = |why: String| ApiError::BadRequest(format!("events[{i}]: {why}"));
-        if e.client_time > now + MAX_CLOCK_AHEAD {
-            return Err(bad(format!(
-                "client_time {} is more than 5 minutes ahead of the server's clock",
-                e.client_time.to_rfc3339()
-            )));
-        }
-        if e.client_time < now - MAX_AGE {
-            return Err(bad(format!(
-                "client_time {} is more than 30 days old",
-                e.client_time.to_rfc3339()
-            )));
-        }
         for (name, value) in [("rendition", &e.rendition), ("error_code", &e.error_code)] {
             if value
                 .as_ref()
                 .is_some_and(|v| v.chars().count() > MAX_LABEL || v.contains('\0'))
             {
                 return Err(bad(format!(
-                    "{name} must be at most {MAX_LABEL} characters"
+                    "{name} must be at most {MAX_LABEL} characters, without NUL"
                 )));
             }
+        }
+        let clock = if e.client_time > now + MAX_CLOCK_AHEAD {
+            Some("is more than 5 minutes ahead of the server's clock")
+        } else if e.client_time < now - MAX_AGE {
+            Some("is more than 30 days old")
+        } else {
+            None
+        };
+        if let Some(why) = clock {
+            dropped.push(Dropped {
+                index: i,
+                reason: format!("client_time {} {why}", e.client_time.to_rfc3339()),
+            });
+            continue;
         }
         events.push(PlayerEvent {
             event_id: e.event_id,
@@ -159,13 +200,13 @@ pub async fn check(
             .get(&event.video_id)
             .is_some_and(|a| super::admits(a, viewer));
         if !admitted {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Missing(format!(
                 "events[{i}]: no video {} that this viewer may watch",
                 event.video_id
             )));
         }
     }
-    Ok(events)
+    Ok(Checked { events, dropped })
 }
 
 /// Who may watch which video, read from PostgreSQL at most once per video

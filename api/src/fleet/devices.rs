@@ -39,13 +39,26 @@ pub fn check_external_id(id: &str) -> Result<(), String> {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// One device to register.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = DeviceRegistration)]
 pub struct Registration {
+    /// The fleet backend's id of the device: 1 to 128 characters, no
+    /// spaces or control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
+    )]
     pub external_id: String,
+    /// A known device model (`GET /v1/fleet/models`).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_]+$")]
     pub model: String,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// What a registration did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = DevicesRegistered)]
 pub struct Registered {
     /// New devices.
     pub registered: u32,
@@ -75,7 +88,7 @@ pub async fn register(store: &Store, devices: Vec<Registration>) -> ApiResult<Re
         check_external_id(&device.external_id)
             .map_err(|e| ApiError::BadRequest(format!("devices[{i}]: {e}")))?;
         if !models.contains_key(&device.model) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::Missing(format!(
                 "devices[{i}]: unknown model '{}'",
                 device.model
             )));
@@ -186,16 +199,29 @@ async fn join_running_rollouts(
     Ok(joined)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// What one component of one device runs.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = VersionReport)]
 pub struct Report {
-    /// The device's external id.
+    /// The device's external id (a registered device).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
+    )]
     pub device: String,
+    /// A hardware type the device's model has.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_]+$")]
     pub component: String,
-    /// The vendor's version string.
+    /// The vendor's version string: 1 to 64 characters, no control
+    /// characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub version: String,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// What a batch of reports did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = ReportsRecorded)]
 pub struct Reported {
     /// Reports recorded (each an event).
     pub recorded: u32,
@@ -352,18 +378,20 @@ async fn write(
                 .iter()
                 .enumerate()
                 .find_map(|(i, r)| match known.get(r.device.as_str()) {
-                    None => Some(format!(
+                    None => Some(ApiError::Missing(format!(
                         "reports[{i}]: device '{}' is not registered",
                         r.device
-                    )),
-                    Some(k) if !k.components.contains(&r.component) => Some(format!(
-                        "reports[{i}]: device '{}' has no component '{}'",
-                        r.device, r.component
-                    )),
+                    ))),
+                    Some(k) if !k.components.contains(&r.component) => {
+                        Some(ApiError::WrongState(format!(
+                            "reports[{i}]: device '{}' has no component '{}'",
+                            r.device, r.component
+                        )))
+                    }
                     Some(_) => None,
                 });
         match refused {
-            Some(why) => answers.push(Err(ApiError::BadRequest(why))),
+            Some(refusal) => answers.push(Err(refusal)),
             None => {
                 answers.push(Ok(Reported::default()));
                 accepted.extend(request.iter().map(|r| (n, known[r.device.as_str()].id, r)));

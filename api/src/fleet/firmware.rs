@@ -41,7 +41,7 @@ pub async fn create(state: &AppState, admin: UserId, new: NewFirmware) -> ApiRes
             .fetch_optional(&mut *tx.conn())
             .await?;
     if known.is_none() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::Missing(format!(
             "unknown hardware type '{}'",
             new.hardware_type
         )));
@@ -122,7 +122,7 @@ async fn compatible_models(
     }
     for model in asked {
         if !having.contains(model) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::WrongState(format!(
                 "model '{model}' does not exist or has no {hardware_type}"
             )));
         }

@@ -17,8 +17,9 @@ use crate::{
 };
 
 /// A firmware as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FirmwareView {
+    #[schema(format = Uuid)]
     pub id: String,
     pub hardware_type: String,
     pub version: String,
@@ -27,6 +28,7 @@ pub struct FirmwareView {
     pub models: Vec<String>,
     pub status: FirmwareStatus,
     /// The tus upload of its file (`/files/<upload_id>`), once begun.
+    #[schema(format = Uuid)]
     pub upload_id: Option<String>,
     pub size_bytes: Option<i64>,
     pub sha256: Option<String>,

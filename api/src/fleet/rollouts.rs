@@ -22,37 +22,77 @@ use crate::{
 };
 
 /// The body of `POST /v1/fleet/rollouts`; every field but `targets` and the
-/// selection has a default.
-#[derive(Debug, Deserialize)]
+/// selection has a default. Exactly one of `devices` and `filter` is given.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRollout {
+    /// At most 200 characters.
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub name: Option<String>,
-    /// Firmware ids, one per component.
+    /// Firmware ids, one per component: available firmware, 1 to 16.
+    #[schema(value_type = Vec<uuid::Uuid>, min_items = 1, max_items = 16)]
     pub targets: Vec<String>,
-    /// Exactly these devices (external ids)…
+    /// Exactly these devices (external ids of registered devices, 1 to
+    /// 100,000)…
+    #[schema(
+        min_items = 1,
+        max_items = 100_000,
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
+    )]
     pub devices: Option<Vec<String>>,
     /// …or the devices a filter selects.
     pub filter: Option<Filter>,
     /// Wave sizes: percentages adding up to 100 (default `[100]`), or
-    /// counts with `"wave_unit": "count"`.
+    /// counts with `"wave_unit": "count"`; 1 to 100 waves, each above 0.
+    #[schema(
+        min_items = 1,
+        max_items = 100,
+        minimum = 1,
+        maximum = 4_294_967_295u32
+    )]
     pub waves: Option<Vec<u32>>,
+    /// `percent` when absent.
     pub wave_unit: Option<WaveUnit>,
+    /// 100 when absent.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub max_in_flight: Option<u32>,
+    /// 50 when absent.
+    #[schema(minimum = 1, maximum = 10_000)]
     pub rate_per_sec: Option<u32>,
+    /// Above 0, at most 1; 1 when absent.
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub success_threshold: Option<f64>,
+    /// False when absent.
     pub require_approval: Option<bool>,
     /// `{"count": n}` or `{"share": 0.1}` of a wave (default a tenth).
+    #[schema(schema_with = crate::routes::fleet::rollouts::new_error_threshold)]
     pub error_threshold: Option<ErrorThreshold>,
+    /// 600 when absent.
+    #[schema(minimum = 1, maximum = 604_800)]
     pub device_timeout_secs: Option<u64>,
+    /// 2 when absent.
+    #[schema(minimum = 0, maximum = 20)]
     pub retries: Option<u32>,
+    /// 30 when absent.
+    #[schema(minimum = 0, maximum = 86_400)]
     pub retry_backoff_secs: Option<u64>,
+    /// False when absent.
     pub allow_downgrade: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Which devices a rollout is for, by model and version.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RolloutFilter)]
 pub struct Filter {
+    /// Known models (every model when absent).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_]+$")]
     pub models: Option<Vec<String>>,
+    /// Only device components that run a version_num below this (or never
+    /// reported one).
+    #[schema(minimum = 0)]
     pub version_below: Option<i64>,
 }
 
@@ -89,7 +129,7 @@ pub async fn create(state: &AppState, admin: UserId, new: NewRollout) -> ApiResu
             .store
             .firmware(id)
             .await?
-            .ok_or_else(|| bad(format!("unknown firmware {id}")))?;
+            .ok_or_else(|| ApiError::Missing(format!("unknown firmware {id}")))?;
         if f.status != FirmwareStatus::Available {
             return Err(ApiError::WrongState(format!(
                 "firmware {id} is {:?}, not available",
@@ -134,13 +174,15 @@ pub async fn create(state: &AppState, admin: UserId, new: NewRollout) -> ApiResu
             .fetch_all(state.store.pool())
             .await?;
             if let Some((unknown,)) = known.first() {
-                return Err(bad(format!("device '{unknown}' is not registered")));
+                return Err(ApiError::Missing(format!(
+                    "device '{unknown}' is not registered"
+                )));
             }
             Selection::Devices(devices)
         }
         (None, Some(filter)) => {
             if let Some(m) = filter.models.iter().flatten().find(|m| !models.contains(m)) {
-                return Err(bad(format!("filter: unknown model '{m}'")));
+                return Err(ApiError::Missing(format!("filter: unknown model '{m}'")));
             }
             if filter.version_below.is_some_and(|n| n < 0) {
                 return Err(bad("filter: version_below must not be negative"));
@@ -160,7 +202,7 @@ pub async fn create(state: &AppState, admin: UserId, new: NewRollout) -> ApiResu
     if waves.contains(&0) {
         return Err(bad("every wave must be above 0"));
     }
-    if wave_unit == WaveUnit::Percent && waves.iter().sum::<u32>() != 100 {
+    if wave_unit == WaveUnit::Percent && waves.iter().map(|w| u64::from(*w)).sum::<u64>() != 100 {
         return Err(bad("wave percentages must add up to 100"));
     }
     let error_threshold = new.error_threshold.unwrap_or(ErrorThreshold::Share(0.1));
@@ -540,7 +582,7 @@ pub async fn command(state: &AppState, id: RolloutId, command: Command) -> ApiRe
 }
 
 /// A rollout as the console and the API show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RolloutView {
     pub id: RolloutId,
     pub name: Option<String>,
@@ -549,6 +591,7 @@ pub struct RolloutView {
     pub awaiting_approval: bool,
     pub paused_reason: Option<String>,
     /// Device components by state, over all waves.
+    #[schema(value_type = crate::routes::fleet::rollouts::StateCounts)]
     pub counts: BTreeMap<&'static str, i64>,
     pub waves: Vec<WaveView>,
     /// Device components that succeeded per second over the last 10 s.
@@ -561,12 +604,16 @@ pub struct RolloutView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One wave of a rollout.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RolloutWave)]
 pub struct WaveView {
     pub wave: i32,
     /// Devices in it.
     pub size: i32,
     pub started_at: Option<DateTime<Utc>>,
+    /// Its device components by state.
+    #[schema(value_type = crate::routes::fleet::rollouts::StateCounts)]
     pub counts: BTreeMap<&'static str, i64>,
 }
 

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
@@ -17,11 +17,15 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tower_http::services::ServeDir;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::{
     auth::{self, Role},
     error::{ApiError, ApiResult, JsonBody},
+    openapi::{BadRequest, TooLarge, TooManyRequests},
+    routes::Routes,
     state::AppState,
     throttle::Throttled,
 };
@@ -38,19 +42,21 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      media-src 'self' blob: *; connect-src 'self' *; \
      object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-pub fn router() -> Router<AppState> {
-    let assets = Router::new()
+/// The console's pages are not part of the API: these routes are the ones
+/// the OpenAPI document leaves out (`crate::openapi::UNDOCUMENTED`).
+pub fn router() -> Routes {
+    let assets = Routes::new()
         .route("/console/", get(asset))
         .route("/console/{*file}", get(asset))
         .layer(middleware::from_fn(console_headers));
-    Router::new()
+    Routes::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route(
             "/console",
             get(|| async { Redirect::permanent("/console/") }),
         )
         .merge(assets)
-        .route("/v1/dev/tokens", get(dev_tokens_offered).post(mint))
+        .routes(routes!(dev_tokens_offered, mint))
 }
 
 /// A file of the console's bundle; `/console/` is its `index.html`.
@@ -87,7 +93,8 @@ async fn console_headers(request: Request, next: Next) -> Response {
     response
 }
 
-#[derive(Serialize)]
+/// The roles the development sign-in mints tokens for.
+#[derive(Serialize, ToSchema)]
 struct Offered {
     roles: [Role; 2],
 }
@@ -115,8 +122,17 @@ fn dev_tokens_on(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Api
     Ok(())
 }
 
-/// `GET /v1/dev/tokens`: 200 with the roles offered when minting is on,
-/// 404 otherwise (the console shows its buttons only then).
+/// Whether development tokens are minted here (development only).
+///
+/// 200 with the roles offered when `REELAY_DEV_TOKENS` is on, 404
+/// otherwise (the console shows its sign-in buttons only then).
+#[utoipa::path(get, path = "/v1/dev/tokens", tag = "ops", security(()),
+    responses((status = 200, description = "Minting is on", body = Offered),
+        (status = 403, description = "Not from this machine, or from another site's page",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Minting is off",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooManyRequests))]
 async fn dev_tokens_offered(
     State(state): State<AppState>,
     _: Throttled,
@@ -129,12 +145,14 @@ async fn dev_tokens_offered(
     }))
 }
 
-#[derive(Deserialize)]
+/// The role of the token to mint: `user` or `admin`.
+#[derive(Deserialize, ToSchema)]
 struct MintRequest {
     role: Role,
 }
 
-#[derive(Serialize)]
+/// A development token for a new user id, valid for a day.
+#[derive(Serialize, ToSchema)]
 struct Minted {
     token: String,
     user_id: Uuid,
@@ -142,8 +160,14 @@ struct Minted {
     expires_at: DateTime<Utc>,
 }
 
-/// `POST /v1/dev/tokens` with `{"role": "user"|"admin"}`: a token for a new
-/// user id, valid for a day.
+/// Mint a development token for a new user (development only).
+#[utoipa::path(post, path = "/v1/dev/tokens", tag = "ops", security(()), request_body = MintRequest,
+    responses((status = 201, description = "The token", body = Minted), BadRequest,
+        (status = 403, description = "Not from this machine, or from another site's page",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Minting is off",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, TooManyRequests))]
 async fn mint(
     State(state): State<AppState>,
     _: Throttled,

@@ -90,16 +90,16 @@ pub fn moderation_allows(state: &AppState, role: Role, verification: Verificatio
 
 /// A link's life: `REELAY_LINK_TTL_SECS` unless asked, capped at
 /// `REELAY_LINK_MAX_TTL_SECS`; 0 is refused.
-pub fn link_ttl(state: &AppState, asked: Option<u64>) -> ApiResult<Duration> {
-    match asked {
-        Some(0) => Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
-        Some(secs) => Ok(Duration::from_secs(secs).min(state.config.link_max_ttl)),
+pub fn link_ttl(state: &AppState, asked: Option<i64>) -> ApiResult<Duration> {
+    match asked.map(u64::try_from) {
+        Some(Ok(0) | Err(_)) => Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
+        Some(Ok(secs)) => Ok(Duration::from_secs(secs).min(state.config.link_max_ttl)),
         None => Ok(state.config.link_ttl),
     }
 }
 
 /// A temporary link and when it stops working.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Link {
     pub url: String,
     pub expires_at: DateTime<Utc>,

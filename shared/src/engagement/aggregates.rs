@@ -31,10 +31,14 @@ pub struct UserVideo {
 }
 
 /// The `comments` projection.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = VideoComment, description = "A comment on a video.")]
 pub struct Comment {
+    #[schema(value_type = uuid::Uuid)]
     pub id: CommentId,
+    #[schema(value_type = uuid::Uuid)]
     pub video_id: VideoId,
+    #[schema(value_type = uuid::Uuid)]
     pub author_id: UserId,
     pub text: String,
     pub created_at: DateTime<Utc>,

@@ -71,7 +71,9 @@ impl std::fmt::Display for CommentId {
 }
 
 /// Mirrored by the SQL enum `reaction`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "reaction", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Reaction {
@@ -80,7 +82,7 @@ pub enum Reaction {
 }
 
 /// What a player says happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlayerEventType {
     /// The player was opened on the video (a view attempt starts).

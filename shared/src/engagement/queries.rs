@@ -16,7 +16,7 @@ use crate::{
 
 /// A video's counts and settings, and the viewer's own reaction and
 /// bookmark.
-#[derive(Clone, Debug, Default, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Engagement {
     pub likes: i64,
     pub dislikes: i64,
@@ -29,10 +29,14 @@ pub struct Engagement {
 }
 
 /// Where a viewer stopped a video.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = WatchPosition)]
 pub struct Position {
+    #[schema(value_type = uuid::Uuid)]
     pub video_id: VideoId,
+    /// Where to resume, in milliseconds from the start.
     pub position_ms: i64,
+    /// When the position was last recorded.
     pub updated_at: DateTime<Utc>,
 }
 

@@ -6,28 +6,41 @@ use serde::Serialize;
 
 use super::sessions::SessionRow;
 
-#[derive(Debug, Default, PartialEq, Serialize)]
+/// Nearest-rank percentiles, in milliseconds; null without sessions that
+/// started playing.
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = StartupPercentiles)]
 pub struct Percentiles {
+    #[schema(minimum = 0)]
     pub p50: Option<i64>,
+    #[schema(minimum = 0)]
     pub p95: Option<i64>,
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+/// The views and watch time of the sessions started on one day (UTC).
+#[derive(Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = StatsDay)]
 pub struct Day {
+    #[schema(format = Date)]
     pub date: String,
     pub views: u64,
     pub watch_time_ms: u64,
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+/// How many viewers got how far into the video.
+#[derive(Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RetentionPoint {
-    /// Percent of the video's duration.
+    /// Percent of the video's duration: 0, 10, … 100.
+    #[schema(minimum = 0, maximum = 100, multiple_of = 10)]
     pub at_percent: u32,
     /// Share of the sessions that played which got at least this far.
+    #[schema(minimum = 0, maximum = 1)]
     pub share: f64,
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+/// A video's playback statistics over a range of sessions.
+#[derive(Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = PlaybackStats)]
 pub struct Stats {
     /// Sessions that played at least the view threshold or completed.
     pub views: u64,
@@ -37,13 +50,18 @@ pub struct Stats {
     pub watch_time_ms: u64,
     pub average_view_duration_ms: u64,
     /// Views that completed, of all views.
+    #[schema(minimum = 0, maximum = 1)]
     pub completion_rate: f64,
     /// From open to first play.
     pub startup_time_ms: Percentiles,
     /// Time stalled, of time stalled or playing.
+    #[schema(minimum = 0, maximum = 1)]
     pub rebuffer_ratio: f64,
     pub quality_changes: u64,
+    /// Per day the sessions started on, oldest first.
     pub days: Vec<Day>,
+    /// At every tenth of the video's duration, 0 % to 100 % (11 points).
+    #[schema(min_items = 11, max_items = 11)]
     pub retention: Vec<RetentionPoint>,
 }
 

@@ -26,7 +26,7 @@ pub struct Device {
 }
 
 /// One row of `device_firmware`: what a component runs.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ComponentVersion {
     #[serde(skip)]
     pub device_id: DeviceId,

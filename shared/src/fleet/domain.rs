@@ -6,7 +6,7 @@ use uuid::Uuid;
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(pub Uuid);
@@ -94,7 +94,9 @@ impl DeviceId {
 }
 
 /// Where a firmware is in its life. Mirrored by the SQL enum `firmware_status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "firmware_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum FirmwareStatus {
@@ -108,7 +110,9 @@ pub enum FirmwareStatus {
 }
 
 /// Where a rollout is. Mirrored by the SQL enum `rollout_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "rollout_state", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutState {
@@ -134,7 +138,9 @@ impl RolloutState {
 }
 
 /// Where one device update is. Mirrored by the SQL enum `device_update_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "device_update_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateState {
@@ -190,7 +196,7 @@ impl UpdateState {
 }
 
 /// How the devices of a rollout are split into waves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaveUnit {
     /// Each wave is a share of the devices; the shares add up to 100.
@@ -201,7 +207,7 @@ pub enum WaveUnit {
 
 /// When errors pause a rollout by themselves: final failures (failed or
 /// timed out with no retry left) in one wave.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorThreshold {
     /// This many.
@@ -222,8 +228,9 @@ impl ErrorThreshold {
 }
 
 /// Which devices a rollout is for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RolloutSelection)]
 pub enum Selection {
     /// Exactly these (external ids).
     Devices(Vec<String>),
@@ -238,7 +245,8 @@ pub enum Selection {
 }
 
 /// A firmware a rollout brings, and the component it is for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RolloutTarget)]
 pub struct Target {
     pub firmware_id: FirmwareId,
     pub component: String,
@@ -254,7 +262,7 @@ pub struct PlannedDevice {
 
 /// What an admin asks for when creating a rollout (fixed in its `Created`
 /// event).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutSpec {
     pub name: Option<String>,
     /// One firmware per component.

@@ -12,14 +12,14 @@ use super::{
 };
 use crate::{store::Store, video::VideoId};
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HardwareType {
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeviceModel {
     pub name: String,
     pub components: Vec<String>,
@@ -27,7 +27,7 @@ pub struct DeviceModel {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SigningKey {
     pub key_id: String,
     /// Base64 of the 32 raw Ed25519 bytes.
@@ -36,7 +36,7 @@ pub struct SigningKey {
 }
 
 /// How many devices run one version of one component.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VersionCount {
     pub hardware_type: String,
     pub version: String,
@@ -46,11 +46,14 @@ pub struct VersionCount {
 }
 
 /// One device of a bulk query, as asked (unregistered ones too).
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeviceFirmware {
     pub external_id: String,
     /// Null when no such device is registered.
     pub model: Option<String>,
+    /// What each component runs, by component (empty for an unknown
+    /// device): the same objects as `ComponentVersion`, built by SQL.
+    #[schema(value_type = Vec<super::device::ComponentVersion>)]
     pub components: serde_json::Value,
 }
 

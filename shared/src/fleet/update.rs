@@ -15,7 +15,7 @@ use super::{
 use crate::store::{Aggregate, AggregateId};
 
 /// The `device_updates` projection: one attempt.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeviceUpdate {
     pub id: UpdateId,
     pub rollout_id: RolloutId,

@@ -47,7 +47,9 @@ impl std::fmt::Display for UserId {
 }
 
 /// Where a video is in its life. Mirrored by the SQL enum `video_status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "video_status", rename_all = "SCREAMING_SNAKE_CASE")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VideoStatus {
@@ -113,7 +115,9 @@ impl VideoStatus {
 
 /// Where a video is in moderation. Mirrored by the SQL enum
 /// `verification_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "verification_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Verification {

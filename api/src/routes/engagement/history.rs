@@ -2,30 +2,36 @@
 //! the ETL from position events.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use reelay_shared::engagement::queries::Position;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
+use super::super::Routes;
 use crate::{
     auth::Person,
     cursor,
     engagement::watchable_video,
     error::{ApiResult, QueryParams},
+    openapi::{BadRequest, Forbidden, NotFound},
     state::AppState,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/videos/{id}/position", get(position))
-        .route("/v1/history", get(history).delete(clear))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(position))
+        .routes(routes!(history, clear))
 }
 
-#[derive(Serialize)]
+/// Where the caller stopped a video.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ResumePosition)]
 struct Resume {
+    #[schema(value_type = uuid::Uuid)]
     video_id: String,
     /// Where to resume: 0 when never watched or watched to the end.
     position_ms: i64,
@@ -33,7 +39,15 @@ struct Resume {
     updated_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/videos/{id}/position`: where the caller stopped the video.
+/// Where to resume a video.
+///
+/// Where the caller stopped it, from their player's position events.
+#[utoipa::path(get, path = "/v1/videos/{id}/position", tag = "engagement",
+    params(("id" = Uuid, Path, description = "A video the caller may watch")),
+    responses(
+        (status = 200, description = "Where to resume", body = Resume),
+        Forbidden, NotFound,
+    ))]
 async fn position(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -48,20 +62,34 @@ async fn position(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Videos per page, 1–100 (20 when absent).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A page of the caller's watch history.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WatchHistory)]
 struct History {
     videos: Vec<Position>,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
-/// `GET /v1/history?cursor=&limit=`: the videos the caller watched, most
-/// recently watched first.
+/// The caller's watch history.
+///
+/// The videos the caller watched signed in, most recently watched first,
+/// each with where to resume it.
+#[utoipa::path(get, path = "/v1/history", tag = "engagement", params(PageQuery),
+    responses(
+        (status = 200, description = "A page of watched videos", body = History),
+        BadRequest, Forbidden,
+    ))]
 async fn history(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -80,12 +108,21 @@ async fn history(
     }))
 }
 
-#[derive(Serialize)]
+/// How many positions were forgotten.
+#[derive(Serialize, ToSchema)]
+#[schema(as = HistoryCleared)]
 struct Cleared {
     removed: u64,
 }
 
-/// `DELETE /v1/history`: forgets every position of the caller.
+/// Clear the caller's watch history.
+///
+/// Forgets every position of the caller.
+#[utoipa::path(delete, path = "/v1/history", tag = "engagement",
+    responses(
+        (status = 200, description = "The history is empty", body = Cleared),
+        Forbidden,
+    ))]
 async fn clear(State(state): State<AppState>, Person(caller): Person) -> ApiResult<Json<Cleared>> {
     let removed = state.store.clear_watch_history(caller.user).await?;
     Ok(Json(Cleared { removed }))

@@ -7,12 +7,10 @@ pub mod history;
 pub mod reactions;
 pub mod stats;
 
-use axum::Router;
+use super::Routes;
 
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .merge(reactions::router())
         .merge(comments::router())
         .merge(events::router())

@@ -2,39 +2,55 @@
 //! 403) on videos they may watch, and the owner's switches.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, put},
 };
 use chrono::{DateTime, Utc};
 use reelay_shared::engagement::{Reaction, queries::Engagement};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
+use super::super::Routes;
 use crate::{
     auth::{AuthUser, Person},
     cursor,
     engagement::{self, set_switches},
     error::{ApiResult, JsonBody, QueryParams},
+    openapi::{BadRequest, Forbidden, Locked, NotFound, TooLarge},
     state::AppState,
     video::owned_video,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/videos/{id}/reaction", put(react).delete(unreact))
-        .route("/v1/videos/{id}/engagement", put(switches))
-        .route("/v1/bookmarks", get(bookmarks))
-        .route("/v1/bookmarks/{video_id}", put(bookmark).delete(unbookmark))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(react, unreact))
+        .routes(routes!(switches))
+        .routes(routes!(bookmarks))
+        .routes(routes!(bookmark, unbookmark))
 }
 
-#[derive(Deserialize)]
+/// The caller's reaction to a video.
+#[derive(Deserialize, ToSchema)]
 struct ReactionBody {
     reaction: Reaction,
 }
 
-/// `PUT /v1/videos/{id}/reaction` `{"reaction": "like" | "dislike"}`: the
-/// caller's one reaction, replacing the other; the video's counts after.
+/// React to a video.
+///
+/// The caller's one reaction, like or dislike, replacing the other; again
+/// changes nothing. The video's counts after it.
+#[utoipa::path(put, path = "/v1/videos/{id}/reaction", tag = "engagement",
+    params(("id" = Uuid, Path, description = "A video the caller may watch")),
+    request_body = ReactionBody,
+    responses(
+        (status = 200, description = "The video's counts, with the caller's reaction", body = Engagement),
+        BadRequest, Forbidden, NotFound,
+        (status = 409, description = "The video's owner turned reactions off",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, Locked,
+    ))]
 async fn react(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -47,7 +63,16 @@ async fn react(
     ))
 }
 
-/// `DELETE /v1/videos/{id}/reaction`: none; the video's counts after.
+/// Take a reaction back.
+///
+/// Also once reactions are off; without one it changes nothing. The
+/// video's counts after it.
+#[utoipa::path(delete, path = "/v1/videos/{id}/reaction", tag = "engagement",
+    params(("id" = Uuid, Path, description = "A video the caller may watch")),
+    responses(
+        (status = 200, description = "The video's counts, without a reaction of the caller's", body = Engagement),
+        Forbidden, NotFound, Locked,
+    ))]
 async fn unreact(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -59,15 +84,28 @@ async fn unreact(
     ))
 }
 
-/// `PUT /v1/videos/{id}/engagement` `{"reactions": bool, "comments":
-/// bool}` (either may be left out): the owner turns them on or off.
-#[derive(Deserialize)]
+/// The owner's switches: a switch left out (or null) stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EngagementSwitches)]
 #[serde(deny_unknown_fields)]
 struct Switches {
+    /// Whether viewers may react.
     reactions: Option<bool>,
+    /// Whether viewers may comment.
     comments: Option<bool>,
 }
 
+/// Turn reactions or comments on or off.
+///
+/// The owner's switches for one of their videos; existing reactions and
+/// comments stay. The video's counts and switches after it.
+#[utoipa::path(put, path = "/v1/videos/{id}/engagement", tag = "engagement",
+    params(("id" = Uuid, Path, description = "One of the caller's videos")),
+    request_body = Switches,
+    responses(
+        (status = 200, description = "The video's counts and switches", body = Engagement),
+        BadRequest, Forbidden, NotFound, TooLarge, Locked,
+    ))]
 async fn switches(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -79,7 +117,15 @@ async fn switches(
     Ok(Json(state.store.engagement(video.id, Some(user)).await?))
 }
 
-/// `PUT /v1/bookmarks/{video_id}`: 204; again changes nothing.
+/// Bookmark a video.
+///
+/// A video the caller may watch; again changes nothing.
+#[utoipa::path(put, path = "/v1/bookmarks/{video_id}", tag = "engagement",
+    params(("video_id" = Uuid, Path, description = "A video the caller may watch")),
+    responses(
+        (status = 204, description = "Bookmarked"),
+        Forbidden, NotFound, Locked,
+    ))]
 async fn bookmark(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -89,7 +135,16 @@ async fn bookmark(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/bookmarks/{video_id}`: 204, also when there was none.
+/// Remove a bookmark.
+///
+/// 204 also when there was none, or the video is gone since; 404 only for
+/// an id that is not a UUID.
+#[utoipa::path(delete, path = "/v1/bookmarks/{video_id}", tag = "engagement",
+    params(("video_id" = Uuid, Path, description = "The bookmarked video")),
+    responses(
+        (status = 204, description = "Not bookmarked (any more)"),
+        Forbidden, NotFound, Locked,
+    ))]
 async fn unbookmark(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -99,25 +154,39 @@ async fn unbookmark(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Bookmarks per page, 1–100 (20 when absent).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A bookmarked video.
+#[derive(Serialize, ToSchema)]
 struct Bookmark {
+    #[schema(value_type = uuid::Uuid)]
     video_id: String,
     bookmarked_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+/// A page of bookmarks.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BookmarkPage)]
 struct Bookmarks {
     bookmarks: Vec<Bookmark>,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
-/// `GET /v1/bookmarks?cursor=&limit=`: newest first.
+/// The caller's bookmarks, newest first.
+#[utoipa::path(get, path = "/v1/bookmarks", tag = "engagement", params(PageQuery),
+    responses(
+        (status = 200, description = "A page of bookmarks", body = Bookmarks),
+        BadRequest, Forbidden,
+    ))]
 async fn bookmarks(
     State(state): State<AppState>,
     Person(caller): Person,

@@ -3,9 +3,8 @@
 //! nothing else of the api notices.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
-    routing::get,
 };
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use reelay_shared::{
@@ -13,24 +12,68 @@ use reelay_shared::{
     engagement::{analytics, stats},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{
+        KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type, schema::AnyOfBuilder,
+    },
+};
+use utoipa_axum::routes;
 
+use super::super::Routes;
 use crate::{
     auth::{Admin, Caller, Role},
     error::{ApiError, ApiResult, QueryParams},
+    openapi::{BadRequest, Forbidden, NotFound, Unavailable},
     state::AppState,
     video::{owned_video, record_video},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/videos/{id}/stats", get(video_stats))
-        .route("/v1/stats/top", get(top))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(video_stats))
+        .routes(routes!(top))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Range {
+    /// The first instant of the range (the epoch when absent).
+    #[param(schema_with = from_schema)]
     from: Option<String>,
+    /// The instant after the range (a second from now when absent); one at
+    /// or before `from` makes an empty range.
+    #[param(schema_with = to_schema)]
     to: Option<String>,
+}
+
+/// What [`instant`] reads: an RFC 3339 instant or a date.
+fn instant_schema(description: &str) -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))),
+        )
+        .description(Some(format!(
+            "{description}: an RFC 3339 instant, or a date (its midnight, UTC)"
+        )))
+        .into()
+}
+
+fn from_schema() -> RefOr<Schema> {
+    instant_schema("The first instant of the range (the epoch when absent)")
+}
+
+fn to_schema() -> RefOr<Schema> {
+    instant_schema(
+        "The instant after the range (a second from now when absent); at or before `from`, the range is empty",
+    )
 }
 
 /// An instant as RFC 3339, or a date (its midnight, UTC).
@@ -47,8 +90,10 @@ fn instant(name: &str, text: &str) -> ApiResult<DateTime<Utc>> {
         })
 }
 
-#[derive(Serialize)]
+/// A video's statistics over the sessions started in `[from, to)`.
+#[derive(Serialize, ToSchema)]
 struct VideoStats {
+    #[schema(value_type = uuid::Uuid)]
     video_id: String,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -56,8 +101,21 @@ struct VideoStats {
     stats: stats::Stats,
 }
 
-/// `GET /v1/videos/{id}/stats?from=&to=`: sessions started (by the
-/// player's clock) in `[from, to)`, by default all of them.
+/// A video's statistics.
+///
+/// Views, watch time, startup, rebuffering and retention of the sessions
+/// started (by the player's clock) in `[from, to)`, by default all of them;
+/// for the video's owner or an admin. 503 while the analytics store is
+/// unavailable.
+#[utoipa::path(get, path = "/v1/videos/{id}/stats", tag = "statistics",
+    params(("id" = Uuid, Path, description = "The video id (the caller's own, or any for an admin)"), Range),
+    responses(
+        (status = 200, description = "The statistics", body = VideoStats),
+        BadRequest,
+        (status = 403, description = "A service token: statistics are for a video's owner and admins",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        NotFound, Unavailable,
+    ))]
 async fn video_stats(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,9 +143,6 @@ async fn video_stats(
     };
     let from = from.unwrap_or(DateTime::UNIX_EPOCH);
     let to = to.unwrap_or_else(|| Utc::now() + TimeDelta::seconds(1));
-    if from >= to {
-        return Err(ApiError::BadRequest("from must be before to".into()));
-    }
     let sessions = analytics::sessions_of(&state.clickhouse, video.id.0, from, to).await?;
     let duration = video.playback.as_ref().map_or(0, |p| p.duration_ms);
     let threshold = state.config.view_threshold.as_millis() as u64;
@@ -99,27 +154,64 @@ async fn video_stats(
     }))
 }
 
-#[derive(Deserialize)]
+// For the document only: the handler reads the period as text.
+/// How far back `GET /v1/stats/top` counts from now.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StatsPeriod {
+    /// One day.
+    Day,
+    /// Seven days.
+    Week,
+    /// Thirty days.
+    Month,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TopQuery {
+    /// The sessions started in the last day, week or month (week when
+    /// absent).
+    #[param(value_type = Option<StatsPeriod>, inline)]
     period: Option<String>,
+    /// How many videos, 1–100 (10 when absent).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// A video and its views.
+#[derive(Serialize, ToSchema)]
 struct TopVideo {
+    #[schema(value_type = uuid::Uuid)]
     video_id: String,
+    #[schema(minimum = 1)]
     views: u64,
 }
 
-#[derive(Serialize)]
+/// The most viewed videos of a period.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TopVideos)]
 struct Top {
+    #[schema(value_type = StatsPeriod)]
     period: String,
+    /// The start of the period: sessions started since count.
     since: DateTime<Utc>,
+    /// Most viewed first; at most `limit`, only videos with a view.
+    #[schema(max_items = 100)]
     videos: Vec<TopVideo>,
 }
 
-/// `GET /v1/stats/top?period=day|week|month&limit=`: the most viewed
-/// videos of sessions started in the period (default a week, 10 videos).
+/// The most viewed videos (admins).
+///
+/// Of the sessions started in the last day, week or month; a view is a
+/// session that played at least the view threshold or completed. 503 while
+/// the analytics store is unavailable.
+#[utoipa::path(get, path = "/v1/stats/top", tag = "statistics", params(TopQuery),
+    responses(
+        (status = 200, description = "The most viewed videos", body = Top),
+        BadRequest, Forbidden, Unavailable,
+    ))]
 async fn top(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -3,40 +3,64 @@
 //! distribution now or at any past instant.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State},
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
-use reelay_shared::fleet::{DeviceId, queries::DeviceFirmware};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use reelay_shared::{
+    fleet::{
+        ComponentVersion, DeviceId, DeviceUpdate,
+        queries::{DeviceFirmware, VersionCount},
+    },
+    store::RecordedEvent,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
+use super::super::Routes;
 use crate::{
     auth::ServiceOrAdmin,
     error::{ApiError, ApiResult, JsonBody},
     fleet::devices::{self, MAX_BATCH, Registered, Registration, Report, Reported},
+    openapi::{BadRequest, Forbidden, Locked, NotFound, TooLarge, Unavailable},
     state::AppState,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/fleet/devices", post(register))
-        .route("/v1/fleet/devices/query", post(query))
-        .route("/v1/fleet/devices/{external_id}", get(show))
-        .route("/v1/fleet/devices/{external_id}/events", get(history))
-        .route("/v1/fleet/reports", post(report))
-        .route("/v1/fleet/versions", get(versions))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(register))
+        .routes(routes!(query))
+        .routes(routes!(show))
+        .routes(routes!(history))
+        .routes(routes!(report))
+        .routes(routes!(versions))
 }
 
-#[derive(Deserialize)]
+/// Devices to register.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeviceRegistrations)]
 struct Registrations {
+    /// At most 1,000.
+    #[schema(max_items = 1000)]
     devices: Vec<Registration>,
 }
 
-/// `POST /v1/fleet/devices` with `{"devices": [{"external_id", "model"}]}`
-/// (≤ 1,000): idempotent by external id.
+/// Register devices (service or admin).
+///
+/// Idempotent by external id: a known device keeps its history, and its
+/// model changes if another is given. New devices that match a running
+/// rollout's filter join its last wave. 400 naming the first device with a
+/// malformed external id or an unknown model, and then none is registered;
+/// 423 when another request registers the same new device at the same time
+/// (retry).
+#[utoipa::path(post, path = "/v1/fleet/devices", tag = "fleet",
+    request_body = Registrations,
+    responses(
+        (status = 200, description = "What the registration did", body = Registered),
+        BadRequest, Forbidden, crate::openapi::Missing, TooLarge, Locked,
+    ))]
 async fn register(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
@@ -45,15 +69,31 @@ async fn register(
     Ok(Json(devices::register(&state.store, body.devices).await?))
 }
 
-#[derive(Deserialize)]
+/// Version reports from the fleet backend.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VersionReports)]
 struct Reports {
+    /// 1 to 1,000.
+    #[schema(min_items = 1, max_items = 1000)]
     reports: Vec<Report>,
 }
 
-/// `POST /v1/fleet/reports` with `{"reports": [{"device", "component",
-/// "version"}]}` (≤ 1,000): each is an event; 400 naming the first report
-/// of an unknown device or component, and then nothing is recorded.
+/// Report what devices' components run (service or admin).
+///
+/// Each report is an event; a report of the version a device's open
+/// update brings ends that update as succeeded. 400 naming the first
+/// malformed report, or the first of an unregistered device or of a
+/// component its model lacks, and then nothing is recorded.
+#[utoipa::path(post, path = "/v1/fleet/reports", tag = "fleet",
+    request_body = Reports,
+    responses(
+        (status = 200, description = "What the reports did", body = Reported),
+        BadRequest, Forbidden, crate::openapi::Missing,
+        (status = 409, description = "A report names a component its device does not have",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, Unavailable,
+    ))]
 async fn report(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
@@ -70,36 +110,72 @@ async fn report(
     Ok(Json(state.reports.record(body.reports).await?))
 }
 
-/// `GET /v1/fleet/devices/{external_id}`: the device, what each component
-/// runs, and its update attempts.
+/// A device, what it runs, and its update attempts.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FleetDevice)]
+struct DeviceView {
+    external_id: String,
+    model: String,
+    registered_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// What each component runs, as last reported, by component.
+    components: Vec<ComponentVersion>,
+    /// Its update attempts, oldest first.
+    updates: Vec<DeviceUpdate>,
+}
+
+/// One device: what each component runs, and its update attempts.
+#[utoipa::path(get, path = "/v1/fleet/devices/{external_id}", tag = "fleet",
+    params(("external_id" = String, Path, description = "The device's external id")),
+    responses(
+        (status = 200, description = "The device", body = DeviceView),
+        Forbidden, NotFound,
+    ))]
 async fn show(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
     Path(external_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceView>> {
     let (device, components) = state
         .store
         .device(&external_id)
         .await?
         .ok_or(ApiError::NoSuch("device"))?;
     let updates = state.store.device_updates_of(device.id).await?;
-    Ok(Json(json!({
-        "external_id": device.external_id,
-        "model": device.model,
-        "registered_at": device.registered_at,
-        "updated_at": device.updated_at,
-        "components": components,
-        "updates": updates,
-    })))
+    Ok(Json(DeviceView {
+        external_id: device.external_id,
+        model: device.model,
+        registered_at: device.registered_at,
+        updated_at: device.updated_at,
+        components,
+        updates,
+    }))
 }
 
-/// `GET /v1/fleet/devices/{external_id}/events`: every event of the device
-/// (registrations, reports) and of its update attempts, oldest first.
+/// A device's event history.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeviceHistory)]
+struct History {
+    external_id: String,
+    /// Oldest first.
+    events: Vec<RecordedEvent>,
+}
+
+/// A device's events.
+///
+/// Every event of the device (registrations, reports) and of its update
+/// attempts, oldest first.
+#[utoipa::path(get, path = "/v1/fleet/devices/{external_id}/events", tag = "fleet",
+    params(("external_id" = String, Path, description = "The device's external id")),
+    responses(
+        (status = 200, description = "The events", body = History),
+        Forbidden, NotFound,
+    ))]
 async fn history(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
     Path(external_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<History>> {
     let (device, _) = state
         .store
         .device(&external_id)
@@ -113,25 +189,49 @@ async fn history(
         events.extend(state.store.history(update.id).await?);
     }
     events.sort_by_key(|e| e.seq);
-    Ok(Json(
-        json!({ "external_id": device.external_id, "events": events }),
-    ))
+    Ok(Json(History {
+        external_id: device.external_id,
+        events,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The devices to look up.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceQuery {
+    /// External ids, at most 1,000.
+    #[schema(
+        max_items = 1000,
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
+    )]
     external_ids: Vec<String>,
 }
 
-/// `POST /v1/fleet/devices/query` with `{"external_ids": [...]}` (≤ 1,000):
-/// each device in the order asked (`model: null` when unknown), from one
-/// PostgreSQL round trip.
+/// Devices looked up in bulk.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FleetDevices)]
+struct Found {
+    /// One per external id asked for, in that order.
+    devices: Vec<DeviceFirmware>,
+}
+
+/// What up to a thousand devices run (service or admin).
+///
+/// Each device in the order asked (`model: null` when it is not
+/// registered), from one PostgreSQL round trip.
+#[utoipa::path(post, path = "/v1/fleet/devices/query", tag = "fleet",
+    request_body = DeviceQuery,
+    responses(
+        (status = 200, description = "The devices, in the order asked", body = Found),
+        BadRequest, Forbidden, TooLarge,
+    ))]
 async fn query(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
     JsonBody(body): JsonBody<DeviceQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Found>> {
     if body.external_ids.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_BATCH} external_ids per request"
@@ -142,21 +242,43 @@ async fn query(
             .map_err(|e| ApiError::BadRequest(format!("external_ids[{i}]: {e}")))?;
     }
     let found: Vec<DeviceFirmware> = state.store.devices_firmware(&body.external_ids).await?;
-    Ok(Json(json!({ "devices": found })))
+    Ok(Json(Found { devices: found }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct VersionsQuery {
+    /// An RFC 3339 instant: the distribution as it stood then (now when
+    /// absent).
+    #[param(value_type = Option<String>, format = DateTime)]
     at: Option<String>,
 }
 
-/// `GET /v1/fleet/versions?at=<RFC 3339>`: devices per version per hardware
-/// type, now or as they stood at `at` (from the event log).
+/// Devices per version per hardware type, at one instant.
+#[derive(Serialize, ToSchema)]
+#[schema(as = VersionDistribution)]
+struct Versions {
+    /// The instant asked for, or now.
+    at: DateTime<Utc>,
+    /// By hardware type, then version_num (unknown versions first).
+    versions: Vec<VersionCount>,
+}
+
+/// The version distribution (service or admin).
+///
+/// Devices per version per hardware type, now or as they stood at `at`
+/// (from the event log).
+#[utoipa::path(get, path = "/v1/fleet/versions", tag = "fleet",
+    params(VersionsQuery),
+    responses(
+        (status = 200, description = "The distribution", body = Versions),
+        BadRequest, Forbidden,
+    ))]
 async fn versions(
     State(state): State<AppState>,
     _: ServiceOrAdmin,
     query: Result<Query<VersionsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Versions>> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (at, counts) = match q.at {
         None => (Utc::now(), state.store.version_counts().await?),
@@ -169,5 +291,8 @@ async fn versions(
             (at, state.store.version_counts_at(at).await?)
         }
     };
-    Ok(Json(json!({ "at": at, "versions": counts })))
+    Ok(Json(Versions {
+        at,
+        versions: counts,
+    }))
 }

@@ -8,12 +8,10 @@ pub mod devices;
 pub mod firmware;
 pub mod rollouts;
 
-use axum::Router;
+use super::Routes;
 
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .merge(catalog::router())
         .merge(firmware::router())
         .merge(devices::router())

@@ -1,33 +1,43 @@
 //! `POST /v1/links`: a service fetching many users' profile video links at
 //! once (one video's link is `GET /v1/videos/{id}/link`).
 
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use reelay_shared::video::queries::ProfileVideo;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::{
     auth::{Caller, Role},
     error::{ApiError, ApiResult, JsonBody},
+    openapi::{BadRequest, Forbidden, TooLarge},
+    routes::Routes,
     state::AppState,
     video::{link_ttl, linkable, moderation_allows, presign_original},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/links", post(batch))
+pub fn router() -> Routes {
+    Routes::new().routes(routes!(batch))
 }
 
 /// Users one batch may ask about.
 pub const MAX_BATCH: usize = 500;
 
-#[derive(Deserialize)]
+/// Users whose profile video links are wanted.
+#[derive(Deserialize, ToSchema)]
 pub struct BatchRequest {
+    #[schema(max_items = 500)]
     user_ids: Vec<Uuid>,
-    ttl: Option<u64>,
+    /// The links' life in seconds (`REELAY_LINK_TTL_SECS` when absent,
+    /// capped at `REELAY_LINK_MAX_TTL_SECS`).
+    #[schema(minimum = 1)]
+    ttl: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// One user's profile video link; all null when there is none to give.
+#[derive(Serialize, ToSchema)]
 pub struct UserLink {
     pub user_id: Uuid,
     /// Null when the user has no current profile video to link to.
@@ -36,14 +46,20 @@ pub struct UserLink {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+/// The links, in the order the users were asked for.
+#[derive(Serialize, ToSchema)]
 pub struct BatchResponse {
     pub links: Vec<UserLink>,
 }
 
-/// `POST /v1/links` with `{"user_ids": [...], "ttl": seconds}` (service or
-/// admin): each user's current profile video link, in the order asked, from
-/// one query.
+/// Profile video links of many users at once (services, admins).
+///
+/// Each user's current profile video link, in the order asked, from one
+/// query; `null`s for a user without one (or whose video a service may not
+/// link to yet).
+#[utoipa::path(post, path = "/v1/links", tag = "profile", request_body = BatchRequest,
+    responses((status = 200, description = "The links", body = BatchResponse), BadRequest,
+        Forbidden, TooLarge))]
 async fn batch(
     State(state): State<AppState>,
     caller: Caller,

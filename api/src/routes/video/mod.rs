@@ -9,12 +9,10 @@ pub mod profile;
 pub mod tus;
 pub mod videos;
 
-use axum::Router;
+use super::Routes;
 
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .merge(tus::router())
         .merge(videos::router())
         .merge(profile::router())

@@ -5,43 +5,56 @@
 //! what awaits a decision at `GET /v1/moderation`.
 
 use axum::{
-    Json, Router,
+    Json,
     body::Bytes,
     extract::{Path, State},
     http::HeaderMap,
-    routing::{get, post},
 };
 use reelay_shared::{
     VideoId, VideoStatus, signing,
     video::{Verification, VideoEvent, VideoRejection, domain::Moderator},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::{
     auth::{Admin, Caller, Role},
     cursor,
     error::{ApiError, ApiResult, QueryParams},
-    routes::video::videos::{Page, VideoView},
+    openapi::{BadRequest, Forbidden, Locked, NotFound, Problem},
+    routes::{
+        Routes,
+        video::videos::{Page, VideoView},
+    },
     state::AppState,
     text,
     video::record_video,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/moderation", get(queue))
-        .route("/v1/moderation/{id}", post(callback))
-        .route("/v1/videos/{id}/moderation", post(by_admin))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(queue))
+        .routes(routes!(callback))
+        .routes(routes!(by_admin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct QueueQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Videos per page, 1–100 (20 when absent).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
-/// `GET /v1/moderation?cursor=&limit=` (admin): whole videos of every user
-/// still `unverified` or `pending_review`, oldest first.
+/// What awaits a decision (admins).
+///
+/// Whole videos of every user still `unverified` or `pending_review`,
+/// oldest first.
+#[utoipa::path(get, path = "/v1/moderation", tag = "moderation", params(QueueQuery),
+    responses((status = 200, description = "A page of the queue", body = Page), BadRequest, Forbidden))]
 async fn queue(
     State(state): State<AppState>,
     _: Admin,
@@ -56,13 +69,18 @@ async fn queue(
     }))
 }
 
-#[derive(Deserialize)]
+/// A moderation decision.
+#[derive(Deserialize, ToSchema)]
 struct Decision {
+    #[schema(value_type = String, pattern = "^(verified|rejected)$")]
     decision: String,
+    /// Why, for the owner to read.
+    #[schema(max_length = 2000)]
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The decision taken.
+#[derive(Serialize, ToSchema)]
 pub struct Decided {
     pub video_id: String,
     pub verification: Verification,
@@ -87,6 +105,20 @@ fn parse(body: &[u8]) -> ApiResult<(Verification, Option<String>)> {
     Ok((verification, decision.reason))
 }
 
+/// A decision from the moderation service.
+///
+/// Signed, not authorized by a token: `x-reelay-signature:
+/// sha256=<hex HMAC-SHA256 of the body with REELAY_MODERATION_SECRET>`.
+#[utoipa::path(post, path = "/v1/moderation/{id}", tag = "moderation", security(()),
+    params(
+        ("id" = Uuid, Path, description = "The video id"),
+        ("x-reelay-signature" = String, Header, description = "`sha256=<hex HMAC-SHA256 of the body>`"),
+    ),
+    request_body = Decision,
+    responses((status = 200, description = "Recorded", body = Decided), BadRequest,
+        (status = 401, description = "The signature does not match the body (or callbacks are not configured)",
+            body = Problem, content_type = "application/problem+json"),
+        NotFound, Locked))]
 async fn callback(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -113,6 +145,12 @@ async fn callback(
     decide(&state, &id, verification, reason, Moderator::Callback).await
 }
 
+/// An admin's decision.
+#[utoipa::path(post, path = "/v1/videos/{id}/moderation", tag = "moderation",
+    params(("id" = Uuid, Path, description = "The video id")),
+    request_body = Decision,
+    responses((status = 200, description = "Recorded", body = Decided), BadRequest, Forbidden,
+        NotFound, Locked))]
 async fn by_admin(
     State(state): State<AppState>,
     caller: Caller,

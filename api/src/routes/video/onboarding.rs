@@ -2,29 +2,35 @@
 //! metadata flag; anyone, without a token, lists it in order with links;
 //! admins see every member (`/v1/onboarding/members`) and reorder them.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
     video::{Verification, VideoEvent, VideoRejection},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use crate::{
     auth::{Admin, Caller, Role},
     error::{ApiError, ApiResult, JsonBody},
+    openapi::{BadRequest, Forbidden, Locked, TooLarge, TooManyRequests},
+    routes::Routes,
     state::AppState,
     throttle::Throttled,
     video::{linkable, moderation_allows, presign_original},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/onboarding", get(list).put(reorder))
-        .route("/v1/onboarding/members", get(members))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, reorder))
+        .routes(routes!(members))
 }
 
-#[derive(Serialize)]
+/// A video of the onboarding collection, with a link to it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OnboardingItem)]
 pub struct Item {
     pub video_id: String,
     pub position: i32,
@@ -33,13 +39,18 @@ pub struct Item {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+/// The onboarding collection, in order.
+#[derive(Serialize, ToSchema)]
 pub struct Collection {
     pub videos: Vec<Item>,
 }
 
-/// `GET /v1/onboarding`: no token needed. Only playable, not rejected
-/// videos appear, each with a link of the default life.
+/// The onboarding collection for new users (no token needed).
+///
+/// Only playable, not rejected videos appear, in order, each with a link
+/// of the default life.
+#[utoipa::path(get, path = "/v1/onboarding", tag = "onboarding", security(()),
+    responses((status = 200, description = "The collection", body = Collection), TooManyRequests))]
 async fn list(State(state): State<AppState>, _: Throttled) -> ApiResult<Json<Collection>> {
     let mut videos = Vec::new();
     for v in state.store.onboarding().await? {
@@ -60,7 +71,8 @@ async fn list(State(state): State<AppState>, _: Throttled) -> ApiResult<Json<Col
 
 /// An onboarding video as admins order it: also those still uploading,
 /// failed or held back by moderation, which the public list leaves out.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = OnboardingMember)]
 pub struct Member {
     pub video_id: String,
     pub position: i32,
@@ -69,9 +81,19 @@ pub struct Member {
     pub verification: Verification,
 }
 
-/// `GET /v1/onboarding/members` (admin): every member in order, what
-/// `PUT /v1/onboarding` must name.
-async fn members(State(state): State<AppState>, _: Admin) -> ApiResult<Json<serde_json::Value>> {
+/// Every member of the collection, in order.
+#[derive(Serialize, ToSchema)]
+pub struct Members {
+    pub videos: Vec<Member>,
+}
+
+/// Every onboarding video, in order (admins).
+///
+/// Also those the public list leaves out: what `PUT /v1/onboarding` must
+/// name.
+#[utoipa::path(get, path = "/v1/onboarding/members", tag = "onboarding",
+    responses((status = 200, description = "The members", body = Members), Forbidden))]
+async fn members(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Members>> {
     let members: Vec<Member> = state
         .store
         .onboarding()
@@ -85,21 +107,29 @@ async fn members(State(state): State<AppState>, _: Admin) -> ApiResult<Json<serd
             verification: v.verification,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "videos": members })))
+    Ok(Json(Members { videos: members }))
 }
 
-#[derive(Deserialize)]
+/// The whole collection in its new order.
+#[derive(Deserialize, Serialize, ToSchema)]
 pub struct Order {
+    /// Every current member exactly once.
+    #[schema(value_type = Vec<uuid::Uuid>)]
     video_ids: Vec<String>,
 }
 
-/// `PUT /v1/onboarding` with `{"video_ids": [...]}` (admin): the whole
-/// collection in its new order; every current member exactly once.
+/// Reorder the onboarding collection (admins).
+#[utoipa::path(put, path = "/v1/onboarding", tag = "onboarding", request_body = Order,
+    responses((status = 200, description = "The new order", body = Order),
+        BadRequest, Forbidden,
+        (status = 409, description = "The ids are not every member of the collection exactly once",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, Locked))]
 async fn reorder(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<JsonBody<Order>, ApiError>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Order>> {
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden("only admins order onboarding content"));
     }
@@ -123,7 +153,7 @@ async fn reorder(
     sorted.sort_by_key(|v| v.0);
     members.sort_by_key(|v| v.0);
     if sorted != members {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::WrongState(
             "video_ids must name every onboarding video exactly once".into(),
         ));
     }
@@ -140,5 +170,5 @@ async fn reorder(
             })
             .await?;
     }
-    Ok(Json(serde_json::json!({ "video_ids": order.video_ids })))
+    Ok(Json(order))
 }

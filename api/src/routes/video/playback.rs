@@ -16,11 +16,10 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
@@ -28,36 +27,54 @@ use object_store::{ObjectStoreExt, path::Path as ObjectPath};
 use reelay_shared::{VideoId, VideoStatus, video::domain::Playback};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::{
     auth::Caller,
     error::{ApiError, ApiResult},
+    openapi::{BadRequest, Conflict, Forbidden, NotFound},
+    routes::Routes,
     state::AppState,
     video::{link_ttl, linkable_video, presign, record_video},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/videos/{id}/playback", get(playback))
-        .route("/v1/playback/{token}/{file}", get(manifest))
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(playback))
+        .routes(routes!(manifest))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TtlQuery {
-    ttl: Option<u64>,
+    /// The links' life in seconds (`REELAY_LINK_TTL_SECS` when absent;
+    /// capped at `REELAY_LINK_MAX_TTL_SECS`).
+    #[param(minimum = 1)]
+    ttl: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// What a player opens: manifest URLs that carry their own access.
+#[derive(Serialize, ToSchema)]
 struct PlaybackLinks {
+    /// The HLS master playlist.
     hls: String,
+    /// The DASH manifest.
     dash: String,
+    /// A presigned still of the video.
     poster: String,
     duration_ms: u64,
     expires_at: DateTime<Utc>,
 }
 
-/// `GET /v1/videos/{id}/playback?ttl=`: for READY videos, as links are
-/// given (the owner, or an admin); 409 for a video not READY yet.
+/// HLS and DASH URLs any standard player opens, for a READY video.
+///
+/// Given as links are (to the owner, or an admin); the URLs carry a signed
+/// token that expires with them.
+#[utoipa::path(get, path = "/v1/videos/{id}/playback", tag = "playback",
+    params(("id" = Uuid, Path, description = "The video id"), TtlQuery),
+    responses((status = 200, description = "The playback links", body = PlaybackLinks),
+        BadRequest, NotFound, Conflict, Forbidden))]
 async fn playback(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,8 +121,27 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// `GET /v1/playback/{token}/{file}`: a manifest of the video the token
-/// names, its URLs rewritten; 404 for anything else, or once expired.
+/// A manifest or segment of the video a playback token names.
+///
+/// The token is the access (players add no headers). HLS playlists come
+/// with every segment presigned; the DASH manifest as stored, its segments
+/// (`.m4s`) answered with a redirect to a presigned S3 URL. 404 for
+/// anything else, or once the token expired.
+#[utoipa::path(get, path = "/v1/playback/{token}/{file}", tag = "playback", security(()),
+    params(
+        ("token" = String, Path, description = "The token from the playback links"),
+        ("file" = String, Path, description = "A file of the stream: `*.m3u8`, `*.mpd` or `*.m4s`"),
+    ),
+    responses(
+        (status = 200, description = "An HLS playlist or the DASH manifest",
+            content(
+                (String = "application/vnd.apple.mpegurl"),
+                (String = "application/dash+xml"),
+            )),
+        (status = 302, description = "A segment: its presigned S3 URL",
+            headers(("Location" = String, description = "The presigned URL"))),
+        NotFound,
+    ))]
 async fn manifest(
     State(state): State<AppState>,
     Path((token, file)): Path<(String, String)>,

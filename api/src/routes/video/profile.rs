@@ -3,22 +3,31 @@
 //! per user, also under concurrent requests (the profile aggregate's
 //! version serialises them).
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use reelay_shared::VideoStatus;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::videos::VideoView;
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult, JsonBody},
+    openapi::{BadRequest, Conflict, Forbidden, Locked, NotFound, TooLarge},
+    routes::Routes,
     state::AppState,
     video::{delete_video, linkable, owned_video, restore_profile_video, set_profile_video},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/profile/video", get(current).put(set))
+pub fn router() -> Routes {
+    Routes::new().routes(routes!(current, set))
 }
 
+/// The caller's current profile video.
+#[utoipa::path(get, path = "/v1/profile/video", tag = "profile",
+    responses((status = 200, description = "The profile video", body = VideoView),
+        (status = 404, description = "The caller has no profile video",
+            body = crate::openapi::Problem, content_type = "application/problem+json"), Forbidden))]
 async fn current(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -37,20 +46,29 @@ async fn current(
     Ok(Json(video.into()))
 }
 
-#[derive(Deserialize)]
+/// The video to make the profile video.
+#[derive(Deserialize, ToSchema)]
 pub struct SetProfile {
+    #[schema(format = Uuid)]
     video_id: String,
 }
 
-#[derive(Serialize)]
+/// The new profile video, and the one it replaced.
+#[derive(Serialize, ToSchema)]
 pub struct ProfileSet {
     pub video_id: String,
     /// The profile video this one replaced; it is being deleted.
     pub previous_video_id: Option<String>,
 }
 
-/// `PUT /v1/profile/video` with `{"video_id": ...}`: an UPLOADED or READY
-/// video of the caller's becomes the profile video.
+/// Make a video the caller's profile video.
+///
+/// An UPLOADED, ENCODING or READY video of the caller's becomes the
+/// profile video; the previous one is deleted. Exactly one current profile
+/// video per user, also under concurrent requests.
+#[utoipa::path(put, path = "/v1/profile/video", tag = "profile", request_body = SetProfile,
+    responses((status = 200, description = "Set", body = ProfileSet), BadRequest, NotFound,
+        Conflict, TooLarge, Locked, Forbidden))]
 async fn set(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

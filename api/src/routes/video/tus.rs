@@ -2,14 +2,12 @@
 //! HEAD, PATCH, DELETE (termination), with checksum and expiration.
 
 use axum::{
-    Router,
     body::Body,
     extract::Request,
     extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::{patch, post},
 };
 use chrono::{DateTime, Utc};
 use reelay_shared::{
@@ -21,11 +19,14 @@ use reelay_shared::{
         jobs::{JobHeader, JobKind},
     },
 };
+use utoipa_axum::routes;
 
 use crate::{
     auth::{AuthUser, Caller, Role},
     error::{ApiError, ApiResult},
     fleet,
+    openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooLarge, Unavailable},
+    routes::Routes,
     state::AppState,
     video::{
         delete_video,
@@ -35,14 +36,11 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/files", post(create))
-        .route("/files/", post(create))
-        .route(
-            "/files/{id}",
-            patch(patch_upload).head(head).delete(terminate),
-        )
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(create, options))
+        .routes(routes!(create_slash))
+        .routes(routes!(head, patch_upload, terminate))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::map_response(
             |mut response: Response| async move {
@@ -71,6 +69,22 @@ pub async fn options_or_next(
     } else {
         next.run(request).await
     }
+}
+
+/// What this server speaks (tus discovery; no token needed).
+///
+/// Also answered for any path under `/files` that is not a browser's CORS
+/// preflight.
+#[utoipa::path(options, path = "/files", tag = "uploads", security(()),
+    responses((status = 204, description = "The server's tus capabilities", headers(
+        ("Tus-Resumable" = String, description = "1.0.0"),
+        ("Tus-Version" = String, description = "1.0.0"),
+        ("Tus-Extension" = String, description = "creation,creation-with-upload,termination,checksum,expiration"),
+        ("Tus-Max-Size" = u64, description = "The largest Upload-Length taken"),
+        ("Tus-Checksum-Algorithm" = String, description = "sha1,sha256"),
+    ))))]
+async fn options(State(state): State<AppState>) -> Response {
+    capabilities(&state)
 }
 
 fn capabilities(state: &AppState) -> Response {
@@ -112,6 +126,39 @@ fn check_length(headers: &HeaderMap, offset: u64, size: u64) -> ApiResult<()> {
     Ok(())
 }
 
+/// Create an upload (creation), with its first bytes if a body comes along
+/// (creation-with-upload).
+///
+/// `Upload-Metadata` keys read: `title`, `filename`, `filetype`, and for
+/// admins `onboarding` (joins the onboarding collection) or `firmware` (the
+/// file of a fleet firmware). A creation that fails after the upload exists
+/// (the broker or Redis went away) answers with its `Location` too, so the
+/// client can resume it.
+#[utoipa::path(post, path = "/files", tag = "uploads",
+    params(
+        ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
+        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs"),
+        ("Upload-Checksum" = Option<String>, Header,
+            description = "`sha1|sha256 base64(digest)` of the body sent with the creation"),
+    ),
+    request_body(content = crate::openapi::FileBytes, content_type = "application/offset+octet-stream",
+        description = "The first bytes (creation-with-upload); none for a plain creation"),
+    responses(
+        (status = 201, description = "Created", headers(
+            ("Location" = String, description = "`/files/{id}`: the upload's URL; the id is the video id"),
+            ("Upload-Offset" = u64, description = "Bytes stored of a body sent along"),
+            ("Upload-Expires" = String, description = "When an unfinished upload expires (RFC 9110 date)"),
+        )),
+        BadRequest, Forbidden, NotFound,
+        (status = 409, description = "The firmware named in `Upload-Metadata` is not waiting for its file",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, Locked,
+        (status = 415, description = "A body that is not application/offset+octet-stream",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 460, description = "The body does not match `Upload-Checksum`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Unavailable,
+    ))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,13 +207,12 @@ async fn create(
         false => None,
     };
     let with_body = has_body(&headers);
-    let checksum = if with_body {
+    // A malformed Upload-Checksum is refused also when no body comes.
+    let checksum = tus::checksum(&headers)?;
+    if with_body {
         tus::require_offset_content_type(&headers)?;
         check_length(&headers, 0, size)?;
-        tus::checksum(&headers)?
-    } else {
-        None
-    };
+    }
 
     let id = VideoId::new();
     record_video(id);
@@ -252,6 +298,29 @@ async fn create(
     Ok((StatusCode::CREATED, response_headers).into_response())
 }
 
+/// Create an upload: `/files/` is `/files` (some clients add the slash).
+#[utoipa::path(post, path = "/files/", tag = "uploads",
+    params(
+        ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
+        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs"),
+    ),
+    request_body(content = crate::openapi::FileBytes, content_type = "application/offset+octet-stream",
+        description = "The first bytes (creation-with-upload)"),
+    responses(
+        (status = 201, description = "Created", headers(
+            ("Location" = String, description = "`/files/{id}`: the upload's URL"),
+        )),
+        BadRequest, Forbidden, NotFound, Conflict, TooLarge, Locked, Unavailable,
+    ))]
+async fn create_slash(
+    state: State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    create(state, caller, headers, body).await
+}
+
 /// 410 for uploads that will never take bytes again.
 fn require_alive(video: &Video) -> ApiResult<()> {
     match video.status {
@@ -261,6 +330,18 @@ fn require_alive(video: &Video) -> ApiResult<()> {
     }
 }
 
+/// Where to resume: the upload's offset and length.
+#[utoipa::path(head, path = "/files/{id}", tag = "uploads",
+    params(("id" = Uuid, Path, description = "The upload id (the video id)")),
+    responses(
+        (status = 200, description = "The upload's state", headers(
+            ("Upload-Offset" = u64, description = "Bytes the broker confirmed: resume from here"),
+            ("Upload-Length" = u64, description = "The file's size"),
+            ("Upload-Metadata" = String, description = "As sent at creation"),
+            ("Upload-Expires" = String, description = "When an unfinished upload expires"),
+            ("Cache-Control" = String, description = "no-store"),
+        )),
+        NotFound, Gone, Forbidden))]
 async fn head(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -290,6 +371,36 @@ async fn head(
     Ok((StatusCode::OK, out).into_response())
 }
 
+/// Append bytes at `Upload-Offset`.
+///
+/// The answer's `Upload-Offset` counts only bytes the broker confirmed:
+/// those are never asked for again. A PATCH whose connection breaks keeps
+/// every byte confirmed before the break; HEAD says where to resume. With
+/// `Upload-Checksum`, a body that does not match is refused whole (460).
+#[utoipa::path(patch, path = "/files/{id}", tag = "uploads",
+    params(
+        ("id" = Uuid, Path, description = "The upload id"),
+        ("Upload-Offset" = u64, Header, description = "Where these bytes start: the offset HEAD reports"),
+        ("Upload-Checksum" = Option<String>, Header,
+            description = "`sha1|sha256 base64(digest)` of this body"),
+    ),
+    request_body(content = crate::openapi::FileBytes, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Taken", headers(
+            ("Upload-Offset" = u64, description = "The new offset"),
+            ("Upload-Expires" = String, description = "When the unfinished upload expires"),
+        )),
+        BadRequest, NotFound,
+        (status = 409, description = "`Upload-Offset` is not the upload's offset; the answer's `Upload-Offset` is",
+            body = crate::openapi::Problem, content_type = "application/problem+json",
+            headers(("Upload-Offset" = u64, description = "The upload's offset"))),
+        Gone, TooLarge,
+        (status = 415, description = "The body is not application/offset+octet-stream",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Locked,
+        (status = 460, description = "The body does not match `Upload-Checksum`; nothing of it is kept",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Unavailable, Forbidden))]
 async fn patch_upload(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -393,6 +504,10 @@ async fn patch_upload(
     Ok((StatusCode::NO_CONTENT, out).into_response())
 }
 
+/// Terminate an upload: delete the video (as `DELETE /v1/videos/{id}`).
+#[utoipa::path(delete, path = "/files/{id}", tag = "uploads",
+    params(("id" = Uuid, Path, description = "The upload id")),
+    responses((status = 204, description = "Deleted"), NotFound, Locked, Forbidden))]
 async fn terminate(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

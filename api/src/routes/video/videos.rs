@@ -2,11 +2,10 @@
 //! event history. Owners only; anyone else gets 404.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query, State},
     http::HeaderMap,
     response::Response,
-    routing::get,
 };
 use chrono::{DateTime, Utc};
 use reelay_shared::{
@@ -16,6 +15,8 @@ use reelay_shared::{
     video::{Verification, Video, VideoEvent},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::{
     auth::{AuthUser, Caller, Person, Role},
@@ -23,6 +24,7 @@ use crate::{
     engagement::admits,
     error::{ApiError, ApiResult, JsonBody, QueryParams},
     etag,
+    openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound},
     state::AppState,
     text,
     video::{
@@ -31,24 +33,28 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/videos", get(list))
-        .route("/v1/videos/{id}", get(show).patch(update).delete(remove))
-        .route("/v1/videos/{id}/events", get(history))
-        .route("/v1/videos/{id}/link", get(link))
+use super::super::Routes;
+
+pub fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(history))
+        .routes(routes!(link))
 }
 
 /// What the app polls while an upload is in the background.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct VideoView {
     pub id: String,
     /// Whose it is (the owner's and admins' view).
     pub owner_id: String,
     pub status: VideoStatus,
     /// Share of the original durable in S3, 0–100.
+    #[schema(maximum = 100)]
     pub uploaded_percentage: u8,
     /// How far the encoder got, 0–100 (100 once READY).
+    #[schema(maximum = 100)]
     pub encoding_percentage: u8,
     pub size_bytes: u64,
     /// Bytes the broker confirmed (what HEAD reports as Upload-Offset).
@@ -68,7 +74,23 @@ pub struct VideoView {
     /// Counts, switches and the caller's reaction, once the video is whole
     /// (GET of one video only).
     #[serde(flatten)]
+    #[schema(value_type = EngagementOnceWhole)]
     pub engagement: Option<Engagement>,
+}
+
+/// The fields of [`Engagement`] as a `VideoView` carries them: all there
+/// once the video is whole, none before. Only describes the document.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct EngagementOnceWhole {
+    likes: Option<i64>,
+    dislikes: Option<i64>,
+    comments: Option<i64>,
+    views: Option<i64>,
+    reactions_enabled: Option<bool>,
+    comments_enabled: Option<bool>,
+    my_reaction: Option<reelay_shared::engagement::Reaction>,
+    bookmarked: Option<bool>,
 }
 
 impl From<Video> for VideoView {
@@ -98,7 +120,7 @@ impl From<Video> for VideoView {
 }
 
 /// What anyone who may watch a video sees of someone else's.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PublicVideoView {
     pub id: String,
     pub status: VideoStatus,
@@ -109,6 +131,7 @@ pub struct PublicVideoView {
     pub engagement: Engagement,
 }
 
+/// One video as the caller may see it.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum Shown {
@@ -117,9 +140,60 @@ pub enum Shown {
     Public(PublicVideoView),
 }
 
-/// `GET /v1/videos/{id}`: the owner (and admins) see everything, with the
-/// engagement counts once it is whole; other users see a video they may
-/// watch, with its counts and their own reaction; 404 otherwise.
+/// `anyOf`, not the `oneOf` a derive writes: the owner's view of a whole
+/// video carries every field of the public one, so it matches both.
+impl utoipa::PartialSchema for Shown {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("VideoView"))
+            .item(utoipa::openapi::Ref::from_schema_name("PublicVideoView"))
+            .description(Some(
+                "The owner's (or an admin's) view, or the public view of someone else's video",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Shown {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        for (name, schema) in [
+            ("VideoView", <VideoView as utoipa::PartialSchema>::schema()),
+            (
+                "PublicVideoView",
+                <PublicVideoView as utoipa::PartialSchema>::schema(),
+            ),
+        ] {
+            schemas.push((name.to_owned(), schema));
+        }
+        <VideoView as ToSchema>::schemas(schemas);
+        <PublicVideoView as ToSchema>::schemas(schemas);
+    }
+}
+
+/// One video: what the app polls.
+///
+/// The owner (and admins) see everything, with the engagement counts once
+/// it is whole; other users see a video they may watch, with its counts and
+/// their own reaction; 404 otherwise. A deleted video is 410 Gone to its
+/// owner (it stays listed under `status=DELETED`). Poll with
+/// `If-None-Match` and the last `ETag`: 304 without a body until anything
+/// in the answer changes.
+#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos",
+    params(
+        ("id" = Uuid, Path, description = "The video id (the tus upload id)"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the last answer"),
+    ),
+    responses(
+        (status = 200, description = "The video", body = Shown,
+            headers(("ETag" = String, description = "The tag of this answer, for If-None-Match"))),
+        (status = 304, description = "Unchanged since the tag sent",
+            headers(("ETag" = String, description = "The same tag"))),
+        NotFound, Gone, Forbidden))]
 async fn show(
     State(state): State<AppState>,
     Person(caller): Person,
@@ -136,6 +210,16 @@ async fn show(
         .await?
         .ok_or(ApiError::NotFound)?;
     let audience = Audience::of(&video);
+    if video.status == VideoStatus::Deleted {
+        // Deleted is gone, for its owner too: it stays in the list under
+        // `status=DELETED`, with its history.
+        return Err(
+            match video.owner_id == caller.user || caller.role == Role::Admin {
+                true => ApiError::Gone("deleted"),
+                false => ApiError::NotFound,
+            },
+        );
+    }
     let shown = if video.owner_id == caller.user || caller.role == Role::Admin {
         let whole = linkable(video.status);
         let mut view = VideoView::from(video);
@@ -156,22 +240,32 @@ async fn show(
     Ok(etag::json(&headers, &shown))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only videos in this state (DELETED ones appear only when asked for).
+    #[param(value_type = Option<VideoStatus>)]
     status: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Videos per page, 1–100 (20 when absent).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A page of videos.
+#[derive(Serialize, ToSchema)]
 pub struct Page {
     pub videos: Vec<VideoView>,
     /// Pass as `cursor` for the next page; null on the last one.
     pub next_cursor: Option<String>,
 }
 
-/// `GET /v1/videos?status=&limit=&cursor=`: the caller's videos, newest
-/// first; deleted ones only when asked for by status.
+/// The caller's videos, newest first.
+///
+/// Deleted ones appear only when asked for by status.
+#[utoipa::path(get, path = "/v1/videos", tag = "videos", params(ListQuery),
+    responses((status = 200, description = "A page of the caller's videos", body = Page), BadRequest, Forbidden))]
 async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -198,12 +292,14 @@ async fn list(
     }))
 }
 
-/// `PATCH /v1/videos/{id}`: fields present are set (null clears them).
-#[derive(Deserialize)]
+/// Details to change: fields present are set, `null` clears them.
+#[derive(Deserialize, ToSchema)]
 pub struct DetailsUpdate {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200)]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 5000)]
     description: Option<Option<String>>,
 }
 
@@ -215,6 +311,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 5000;
 
+/// Change a video's title or description.
+#[utoipa::path(patch, path = "/v1/videos/{id}", tag = "videos",
+    params(("id" = Uuid, Path, description = "The video id")),
+    request_body = DetailsUpdate,
+    responses((status = 200, description = "The video as it is now", body = VideoView),
+        BadRequest, NotFound, Gone, Locked, Forbidden))]
 async fn update(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -261,8 +363,14 @@ async fn update(
     ))
 }
 
-/// `DELETE /v1/videos/{id}`: 202 with the video, now DELETED; its objects
-/// are removed by a worker. A second DELETE answers the same.
+/// Delete a video.
+///
+/// 202 with the video, now DELETED; its title, description and filename
+/// leave the projections and a worker removes its objects. A second DELETE
+/// answers the same.
+#[utoipa::path(delete, path = "/v1/videos/{id}", tag = "videos",
+    params(("id" = Uuid, Path, description = "The video id")),
+    responses((status = 202, description = "The video, now DELETED", body = VideoView), NotFound, Locked, Forbidden))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -278,15 +386,22 @@ async fn remove(
     Ok((axum::http::StatusCode::ACCEPTED, Json(video.into())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
-    ttl: Option<u64>,
+    /// The link's life in seconds (`REELAY_LINK_TTL_SECS` when absent;
+    /// longer ones are capped at `REELAY_LINK_MAX_TTL_SECS`).
+    #[param(minimum = 1)]
+    ttl: Option<i64>,
 }
 
-/// `GET /v1/videos/{id}/link?ttl=<seconds>`: a presigned GET of the
-/// original, for UPLOADED or READY videos, to their owner or an admin. The default life is
-/// `REELAY_LINK_TTL_SECS`; longer requests are capped at
-/// `REELAY_LINK_MAX_TTL_SECS`.
+/// A temporary link to the original.
+///
+/// A presigned GET of the uploaded file, for UPLOADED, ENCODING or READY
+/// videos, to their owner or an admin (and services, for verified videos).
+#[utoipa::path(get, path = "/v1/videos/{id}/link", tag = "videos",
+    params(("id" = Uuid, Path, description = "The video id"), LinkQuery),
+    responses((status = 200, description = "The link", body = Link), BadRequest, NotFound, Conflict, Forbidden))]
 async fn link(
     State(state): State<AppState>,
     caller: Caller,
@@ -306,12 +421,17 @@ async fn link(
     Ok(Json(presign_original(&state, video.id, ttl).await?))
 }
 
-#[derive(Serialize)]
+/// A video's event history.
+#[derive(Serialize, ToSchema)]
 pub struct History {
     pub video_id: String,
     pub events: Vec<RecordedEvent>,
 }
 
+/// A video's events, oldest first, also the profile events that name it.
+#[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
+    params(("id" = Uuid, Path, description = "The video id")),
+    responses((status = 200, description = "The events", body = History), NotFound, Forbidden))]
 async fn history(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
