@@ -12,6 +12,8 @@
 #   Node.js    npm and node, which bundle the browser code (web/)
 #   Chromium   Debian's chromium and chromium-driver, with Selenium from
 #              PyPI, for the browser tests
+#   schemathesis  from PyPI: the contract test of the api against its
+#              OpenAPI document
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DB_NAME=${REELAY_DB_NAME:-reelay}
@@ -107,5 +109,10 @@ fi
 if ! python3 -c "import selenium" 2>/dev/null; then
   log "installing selenium"
   pip_install selenium==4.27.1
+fi
+# schemathesis checks the live api against its OpenAPI document.
+if ! python3 -c "import schemathesis" 2>/dev/null; then
+  log "installing schemathesis"
+  pip_install schemathesis==4.32.5
 fi
 log "all services up"

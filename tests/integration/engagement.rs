@@ -573,7 +573,7 @@ async fn rejected_and_unfinished_videos_are_not_for_other_viewers() {
     let (status, _) = app.call(Method::PUT, Some(&owner_token), &path, like).await;
     assert_eq!(status, StatusCode::OK, "the owner still may");
     let (status, body) = app.send(Some(&viewer), short_session(video).batch()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         body["detail"].as_str().unwrap().starts_with("events[0]"),
         "{body}"
@@ -594,7 +594,7 @@ async fn rejected_and_unfinished_videos_are_not_for_other_viewers() {
     let (status, _) = app
         .send(Some(&owner_token), short_session(pending).batch())
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -930,15 +930,18 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
             "RFC 3339",
         ),
-        (
-            Method::GET,
-            &owner_token,
-            format!("/v1/videos/{video}/stats?from=2026-02-01&to=2026-01-01"),
-            None,
-            StatusCode::BAD_REQUEST,
-            "before",
-        ),
     ];
+    // A range that ends before it starts is empty, not an error.
+    let (status, empty) = app
+        .call(
+            Method::GET,
+            Some(&owner_token),
+            &format!("/v1/videos/{video}/stats?from=2026-02-01&to=2026-01-01"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{empty}");
+    assert_eq!(empty["views"], 0, "{empty}");
     for (method, token, path, body, want, says) in cases {
         let (status, problem) = app.call(method.clone(), Some(token), &path, body).await;
         assert_eq!(status, want, "{method} {path}: {problem}");
@@ -969,29 +972,64 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let good = || Session::new(video, Utc::now()).at(0, "open", 0).events[0].clone();
     let mut unknown = good();
     unknown["type"] = json!("teleport");
-    let mut future = good();
-    future["client_time"] = json!((Utc::now() + TimeDelta::minutes(10)).to_rfc3339());
     let mut elsewhere = good();
     elsewhere["video_id"] = json!(VideoId::new());
     let mut no_session = good();
     no_session.as_object_mut().unwrap().remove("session_id");
     let mut refused = Vec::new();
-    for (bad, says) in [
-        (unknown, "unknown variant `teleport`"),
-        (future, "ahead of the server's clock"),
-        (elsewhere, "may watch"),
-        (no_session, "session_id"),
+    for (bad, status, says) in [
+        (
+            unknown,
+            StatusCode::BAD_REQUEST,
+            "unknown variant `teleport`",
+        ),
+        (elsewhere, StatusCode::NOT_FOUND, "may watch"),
+        (no_session, StatusCode::BAD_REQUEST, "session_id"),
     ] {
         let first = good();
         refused.push(first["event_id"].as_str().unwrap().to_owned());
-        let (status, problem) = app.send(None, json!({ "events": [first, bad] })).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        let (got, problem) = app.send(None, json!({ "events": [first, bad] })).await;
+        assert_eq!(got, status, "{problem}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail.starts_with("events[1]: ") && detail.contains(says),
             "{detail}"
         );
     }
+    // An event the player's clock puts out of the window is dropped and
+    // named; the rest of its batch goes on.
+    let mut future = good();
+    future["client_time"] = json!((Utc::now() + TimeDelta::minutes(10)).to_rfc3339());
+    let mut stale = good();
+    stale["client_time"] = json!((Utc::now() - TimeDelta::days(31)).to_rfc3339());
+    refused.push(future["event_id"].as_str().unwrap().to_owned());
+    refused.push(stale["event_id"].as_str().unwrap().to_owned());
+    let kept = good();
+    let (status, answer) = app
+        .send(None, json!({ "events": [future, kept.clone(), stale] }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let dropped = answer["dropped"].as_array().expect("dropped");
+    assert_eq!(
+        dropped
+            .iter()
+            .map(|d| d["index"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(0), json!(2)]
+    );
+    assert!(
+        dropped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ahead of the server's clock")
+    );
+    assert!(
+        dropped[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("30 days old")
+    );
     let many: Vec<Value> = (0..101).map(|_| good()).collect();
     refused.push(many[0]["event_id"].as_str().unwrap().to_owned());
     let (status, problem) = app.send(None, json!({ "events": many })).await;
@@ -1014,12 +1052,13 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    // A good batch after them lands; none of theirs did.
+    // A good batch after them lands; none of theirs did (the kept event
+    // of the batch with a bad clock did).
     let (status, _) = app.send(None, json!({ "events": [good()] })).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(
         wait_until(VISIBLE_WITHIN, || async {
-            app.env.stored_events().await.1 == 1
+            app.env.stored_events().await.1 == 2
         })
         .await
     );
@@ -1033,6 +1072,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(
         refused.iter().all(|id| !stored.contains(id)),
         "a refused batch was published"
+    );
+    assert!(
+        stored.contains(kept["event_id"].as_str().unwrap()),
+        "the good event beside the bad clocks was kept"
     );
 }
 

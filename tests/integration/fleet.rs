@@ -1004,7 +1004,7 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/firmware",
             json!({ "hardware_type": "toaster", "version": "1", "version_num": 9 }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "unknown hardware type",
         ),
         (
@@ -1028,7 +1028,7 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/firmware",
             json!({ "hardware_type": "vega_mcu", "version": "4", "version_num": 4, "models": ["cabinet"] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "no vega_mcu",
         ),
         (
@@ -1046,7 +1046,7 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/devices",
             json!({ "devices": [{ "external_id": "ok", "model": "v1" }, { "external_id": "x", "model": "v9" }] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "unknown model",
         ),
         (
@@ -1058,13 +1058,13 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/reports",
             json!({ "reports": [{ "device": "bad-0000", "component": "vega_mcu", "version": "1" }, { "device": "ghost", "component": "vega_mcu", "version": "1" }] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "not registered",
         ),
         (
             "/v1/fleet/reports",
             json!({ "reports": [{ "device": "bad-0000", "component": "iot", "version": "1" }] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "no component",
         ),
         (
@@ -1076,7 +1076,7 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/rollouts",
             json!({ "targets": [Uuid::new_v4()], "devices": devices }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "unknown firmware",
         ),
         (
@@ -1106,13 +1106,13 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         (
             "/v1/fleet/rollouts",
             json!({ "targets": [Uuid::new_v4()], "devices": ["ghost"] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "firmware",
         ),
         (
             "/v1/fleet/rollouts",
             json!({ "targets": [Uuid::new_v4()] }),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "firmware",
         ),
     ];
@@ -1129,30 +1129,41 @@ async fn bad_fleet_input_is_refused_and_changes_nothing() {
         .get(&fleet.admin, "/v1/fleet/firmware?hardware_type=vega_mcu")
         .await;
     let f = page["firmware"][0]["id"].clone();
-    for (body, says) in [
+    for (body, status, says) in [
         (
             json!({ "targets": [f], "devices": devices, "waves": [50, 40] }),
+            StatusCode::BAD_REQUEST,
+            "add up to 100",
+        ),
+        (
+            // u32 waves that wrap around to 100 do not add up either.
+            json!({ "targets": [f], "devices": devices, "waves": [4294967295u32, 101] }),
+            StatusCode::BAD_REQUEST,
             "add up to 100",
         ),
         (
             json!({ "targets": [f], "devices": devices, "rate_per_sec": 0 }),
+            StatusCode::BAD_REQUEST,
             "rate_per_sec",
         ),
         (
             json!({ "targets": [f], "devices": devices, "error_threshold": { "share": 2.0 } }),
+            StatusCode::BAD_REQUEST,
             "error_threshold",
         ),
         (
             json!({ "targets": [f], "devices": ["ghost"] }),
+            StatusCode::NOT_FOUND,
             "not registered",
         ),
         (
             json!({ "targets": [f], "devices": devices, "filter": {} }),
+            StatusCode::BAD_REQUEST,
             "either",
         ),
     ] {
         let (got, answer) = fleet.post(&fleet.admin, "/v1/fleet/rollouts", body).await;
-        assert_eq!(got, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(got, status, "{answer}");
         assert!(
             answer["detail"].as_str().unwrap_or_default().contains(says),
             "{answer}"

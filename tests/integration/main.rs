@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod concurrency;
 mod console;
+mod contract;
 mod encoding;
 mod engagement;
 mod failures;

@@ -95,7 +95,7 @@ async fn admins_upload_onboarding_content_that_anyone_lists_in_order() {
             .await
             .expect("PUT")
             .status(),
-        StatusCode::BAD_REQUEST,
+        StatusCode::CONFLICT,
         "every member once"
     );
     assert_eq!(
