@@ -9,7 +9,7 @@ export REELAY_FLEET_SIGNING_KEY ?= cmVlbGF5LWRldmVsb3BtZW50LWZpcm13YXJlLWtleSE=
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build web token wrk bench bench-api bench-encode bench-fleet bench-engagement rebuild-projections lint
+.PHONY: up test services build web token wrk chaos bench bench-api bench-encode bench-fleet bench-engagement rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -76,6 +76,14 @@ bench-fleet: services wrk
 bench-engagement: services wrk
 	cargo build --release --bins
 	./target/release/reelay-engagement-bench $(BENCH_ARGS)
+
+## The chaos run: uploads from tuspy and tus-js-client under killed
+## processes and services taken away, every byte checked; see
+## RELIABILITY.md. CHAOS_UPLOADS, CHAOS_FAULTS, CHAOS_SEED from the
+## environment.
+chaos: services web
+	cargo build --release --bins
+	./target/release/reelay-chaos
 
 rebuild-projections: build
 	./target/debug/reelay-worker rebuild-projections

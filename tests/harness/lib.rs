@@ -11,10 +11,12 @@
 //!   `to_env`;
 //! - `media`: test videos from ffmpeg;
 //! - `engagement`: videos to watch, a scripted player, ClickHouse reads;
+//! - `chaos`: many real tus clients against a system under faults;
 //! - `client`: a raw tus client; `proxy`, `push`, `webhook`,
 //!   `fleet_backend`: stand-ins and fault injection.
 
 pub mod apps;
+pub mod chaos;
 pub mod client;
 pub mod engagement;
 pub mod env;

@@ -4,6 +4,7 @@ mod auth;
 mod authorization;
 mod bad_input;
 mod browser;
+mod chaos;
 mod concurrency;
 mod console;
 mod contract;
