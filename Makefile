@@ -16,12 +16,15 @@ export REELAY_LOG_FORMAT ?= pretty
 up: services build web
 	./scripts/run.sh
 
-## The same set-up, then every test of the workspace.
+## The same set-up, then every test of the workspace. The short chaos run
+## goes last, on its own: it loads both cores with its eight processes.
 test: services build web
 	@if command -v cargo-nextest >/dev/null; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		cargo nextest run --workspace --no-fail-fast -E 'not test(/^chaos::/)' && \
+		cargo nextest run -p reelay-tests --test integration -E 'test(/^chaos::/)'; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		cargo test --workspace --no-fail-fast -- --skip chaos:: && \
+		cargo test -p reelay-tests --test integration -- chaos::; \
 	fi
 
 services:

@@ -55,10 +55,17 @@ where
             ));
         }
         // The rejection names the field at fault ("filter.models: …").
-        let rejected = match axum::Json::<T>::from_bytes(&body) {
+        let (rejected, float) = match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => return Ok(Self(value)),
-            Err(rejection) => ApiError::BadRequest(rejection.body_text()),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let float = text.contains("floating point");
+                (ApiError::BadRequest(text), float)
+            }
         };
+        if !float {
+            return Err(rejected);
+        }
         // JSON has one number type: `5.0` is the integer 5 to JSON Schema
         // (and to Python's json, which writes floats so), so a body is
         // read again with its whole floats as integers before it is
@@ -77,12 +84,12 @@ where
     }
 }
 
-/// 2^64 and -2^63, exactly: the ends of the integers serde reads.
-const U64_END: f64 = 18_446_744_073_709_551_616.0;
-const I64_START: f64 = -9_223_372_036_854_775_808.0;
+/// 2^53: past it a float no longer tells every integer apart (a
+/// `…678.9` would read as `…680`).
+const EXACT: f64 = 9_007_199_254_740_992.0;
 
 /// Turns every float with no fraction (`5.0`) in `value` into the integer
-/// it is, where one fits; says whether any changed.
+/// it is, where a float can tell (within ±2^53); says whether any changed.
 pub fn integral_floats_as_integers(value: &mut serde_json::Value) -> bool {
     use serde_json::{Number, Value};
     match value {
@@ -90,9 +97,9 @@ pub fn integral_floats_as_integers(value: &mut serde_json::Value) -> bool {
             let f = n.as_f64().unwrap_or(f64::NAN);
             let whole: Option<Number> = if f.fract() != 0.0 || !f.is_finite() {
                 None
-            } else if (0.0..U64_END).contains(&f) {
+            } else if (0.0..=EXACT).contains(&f) {
                 Some((f as u64).into())
-            } else if (I64_START..0.0).contains(&f) {
+            } else if (-EXACT..0.0).contains(&f) {
                 Some((f as i64).into())
             } else {
                 None

@@ -221,8 +221,10 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
     let words = path
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty());
+    let slash = path.len() > 1 && path.ends_with('/');
     std::iter::once(method.as_str())
         .chain(words)
+        .chain(slash.then_some("slash"))
         .collect::<Vec<_>>()
         .join("_")
 }
@@ -322,9 +324,11 @@ const CHECKSUM_PATTERN: &str =
     r"^(sha1 [A-Za-z0-9+/]{26}[AEIMQUYcgkosw048]=|sha256 [A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)$";
 
 /// Every tus operation takes `Tus-Resumable: 1.0.0` (412 otherwise), and
-/// an `Upload-Checksum` it names is described once, here: its pattern, and
-/// the custom format `tus-checksum` (for generators: a pattern this
-/// exact is more than some can fill).
+/// the headers of tus are described once, here: `Upload-Checksum` with its
+/// pattern and the custom format `tus-checksum` (for generators: a pattern
+/// this exact is more than some can fill), `Upload-Metadata` with the
+/// custom format `tus-metadata` (what no pattern can say: unique keys,
+/// values that are base64 of UTF-8).
 fn tus_resumable(operation: &mut Operation) {
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
     for parameter in parameters.iter_mut() {
@@ -337,6 +341,16 @@ fn tus_resumable(operation: &mut Operation) {
             schema.format = Some(utoipa::openapi::SchemaFormat::Custom(
                 "tus-checksum".to_owned(),
             ));
+        }
+        if let RefOr::T(parameter) = parameter
+            && parameter.name == "Upload-Metadata"
+            && let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(schema))) =
+                parameter.schema.as_mut()
+        {
+            schema.format = Some(utoipa::openapi::SchemaFormat::Custom(
+                "tus-metadata".to_owned(),
+            ));
+            schema.max_length = Some(8 * 1024);
         }
     }
     if parameters
@@ -370,4 +384,33 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = crate::routes::router().into_openapi();
     finish(&mut doc);
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let doc = super::document();
+        let mut seen = HashSet::new();
+        for item in doc.paths.paths.values() {
+            for operation in [
+                &item.get,
+                &item.post,
+                &item.put,
+                &item.patch,
+                &item.delete,
+                &item.head,
+                &item.options,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let id = operation.operation_id.clone().expect("an operationId");
+                assert!(seen.insert(id.clone()), "{id} twice");
+            }
+        }
+        assert!(seen.len() > 60, "{} operations", seen.len());
+    }
 }

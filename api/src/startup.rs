@@ -241,13 +241,18 @@ async fn problems(request: Request, next: Next) -> Response {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let detail = match text.trim() {
+        _ if status.is_server_error() => {
+            // Like every 500: the cause is logged, not shown.
+            tracing::error!(status = status.as_u16(), error = %text, "request failed");
+            "internal error"
+        }
         "" => status.canonical_reason().unwrap_or_default(),
         text => text,
     };
     let mut answer = error::problem(status, detail);
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name, value.clone());
+            answer.headers_mut().append(name, value.clone());
         }
     }
     answer

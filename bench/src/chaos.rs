@@ -5,7 +5,9 @@
 //!
 //! CHAOS_UPLOADS (100), CHAOS_FAULTS (20), CHAOS_SEED (random, printed),
 //! CHAOS_MAX_MIB (200), CHAOS_MAX_DOWN_SECS (30), CHAOS_MAX_PAUSE_MS (200:
-//! the longest pause a client makes between chunks).
+//! the longest pause a client makes between chunks), CHAOS_REAL_SERVICES
+//! (1: stop and start this machine's PostgreSQL, RabbitMQ, Redis and Garage;
+//! 0: cut their proxies instead, leaving them to other work).
 
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ async fn main() {
         fault_window: max_down * faults as u32,
         client_deadline: max_down * faults as u32 * 2 + Duration::from_secs(300),
         settle: Duration::from_secs(180),
+        real_services: var("CHAOS_REAL_SERVICES", 1u8) == 1,
     };
     println!("chaos run: {config:?} (CHAOS_SEED={seed} replays it)");
     let report = run(config).await;

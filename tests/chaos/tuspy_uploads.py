@@ -7,8 +7,11 @@ server says it is gone, or the deadline passes.
 
 spec.json: {"endpoint": "http://…/files/", "token": "…", "deadline_secs": n,
             "uploads": [{"path": "…", "chunk_size": n, "checksum": bool,
-                         "pause_ms": n}]}
-Prints one JSON line per upload: {"path", "id", "ok", "error"}.
+                         "pause_ms": n, "start_ms": n}]}
+Prints one JSON line per upload: {"path", "id", "ok", "error",
+"regressed"}: `regressed` is how many bytes the server once acknowledged
+(a PATCH's Upload-Offset) and a later HEAD asked for again (0 unless an
+acknowledged byte was lost).
 """
 
 import json
@@ -21,11 +24,15 @@ from tusclient.exceptions import TusCommunicationError
 
 
 def upload(spec, item, out, lock):
+    # Apps start their uploads at different moments.
+    time.sleep(item["start_ms"] / 1000)
     tus = client.TusClient(spec["endpoint"], headers={"Authorization": "Bearer " + spec["token"]})
     deadline = time.monotonic() + spec["deadline_secs"]
     uploader = None
     error = None
     pause = 0.5
+    acked = 0
+    regressed = 0
     while time.monotonic() < deadline:
         try:
             if uploader is None:
@@ -38,6 +45,7 @@ def upload(spec, item, out, lock):
             elif uploader.url:
                 # Where the server says the upload stands.
                 uploader.offset = uploader.get_offset()
+                regressed = max(regressed, acked - uploader.offset)
             if not uploader.url:
                 uploader.set_url(uploader.create_url())
                 uploader.offset = 0
@@ -47,6 +55,7 @@ def upload(spec, item, out, lock):
                 # A phone's pace: a pause between chunks.
                 time.sleep(item["pause_ms"] / 1000)
                 uploader.upload_chunk()
+                acked = max(acked, uploader.offset)
             error = None
             break
         except TusCommunicationError as e:
@@ -64,6 +73,7 @@ def upload(spec, item, out, lock):
             "id": url.rstrip("/").rsplit("/", 1)[-1] if url else None,
             "ok": error is None,
             "error": error,
+            "regressed": regressed,
         }) + "\n")
         out.flush()
 

@@ -52,6 +52,9 @@ pub struct ChaosConfig {
     /// settle.
     pub client_deadline: Duration,
     pub settle: Duration,
+    /// Stop and start the machine's own services (`make chaos`) instead of
+    /// cutting their proxies (`make test`, where other tests share them).
+    pub real_services: bool,
 }
 
 impl ChaosConfig {
@@ -68,6 +71,7 @@ impl ChaosConfig {
             fault_window: Duration::from_secs(20),
             client_deadline: Duration::from_secs(180),
             settle: Duration::from_secs(90),
+            real_services: false,
         }
     }
 }
@@ -96,9 +100,11 @@ pub struct ChaosReport {
     pub acknowledged: usize,
     /// Uploads that ended FAILED, their client told so.
     pub failed_told: usize,
-    /// Uploads whose client gave up (and was never told the upload failed).
+    /// Uploads whose client gave up without being told the upload failed
+    /// (a 404 or 410 from the server).
     pub gave_up: usize,
-    /// Bytes acknowledged to a client that are not in the stored object.
+    /// Bytes acknowledged to a client that are not in the stored object, or
+    /// that a later HEAD asked it for again.
     pub lost_bytes: u64,
     /// Stored objects whose SHA-256 is not their file's.
     pub corrupted: usize,
@@ -123,6 +129,7 @@ impl ChaosReport {
     /// explained and the projections rebuild to what they are.
     pub fn clean(&self) -> bool {
         self.lost_bytes == 0
+            && self.gave_up == 0
             && self.corrupted == 0
             && self.stuck == 0
             && self.orphaned == 0
@@ -138,7 +145,7 @@ impl ChaosReport {
         row("seed", self.seed.to_string());
         row("uploads", self.uploads.to_string());
         row("bytes", self.bytes.to_string());
-        for (kind, n) in &self.faults {
+        for (kind, n) in self.faults.iter().filter(|(_, n)| **n > 0) {
             row(&format!("faults: {kind}"), n.to_string());
         }
         row(
@@ -190,6 +197,8 @@ struct ClientResult {
     id: Option<String>,
     ok: bool,
     error: Option<String>,
+    /// Acknowledged bytes the server later asked for again.
+    regressed: u64,
 }
 
 /// A service reached through a proxy, `addr` rewritten in every URL.
@@ -205,13 +214,73 @@ fn address_of(url: &str) -> String {
     rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
 }
 
-/// The four services, each behind a proxy the driver can cut.
+/// The four services, each behind a proxy the driver can cut, or (real)
+/// reached directly and stopped and started for real.
 struct Services {
     proxies: Vec<(&'static str, Proxy)>,
+    real: bool,
+}
+
+/// How a service of this machine stops and starts (as
+/// `scripts/services.sh` starts it), and the port that says it is back.
+fn real_service(name: &str) -> (String, String, u16) {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    match name {
+        "postgres down" => (
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n1) main stop -m fast".into(),
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n1) main start".into(),
+            5432,
+        ),
+        "rabbitmq down" => ("rabbitmqctl -q stop_app".into(), "rabbitmqctl -q start_app".into(), 5672),
+        "redis down" => (
+            "redis-cli shutdown nosave".into(),
+            "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no \
+             --dir /var/lib/redis --logfile /var/log/redis/reelay.log"
+                .into(),
+            6379,
+        ),
+        _ => (
+            "pkill -KILL -f 'garage -c .* server' || true".into(),
+            // Its own session: a Ctrl-C of the run leaves it running.
+            format!("setsid {} >/dev/null", scripts.join("garage.sh").display()),
+            3900,
+        ),
+    }
+}
+
+async fn sh(command: &str) {
+    let status = tokio::process::Command::new("bash")
+        .args(["-c", command])
+        .status()
+        .await
+        .expect("bash runs");
+    assert!(status.success(), "{command}: {status}");
 }
 
 impl Services {
-    async fn start(env: &TestEnv) -> (Self, [(String, String); 4]) {
+    /// Takes `name` away for `down`, then brings it back.
+    async fn outage(&mut self, name: &str, down: Duration) {
+        if self.real {
+            let (stop, start, port) = real_service(name);
+            sh(&stop).await;
+            tokio::time::sleep(down).await;
+            sh(&start).await;
+            let back = crate::wait_until(Duration::from_secs(60), || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await;
+            assert!(back, "{name}: the service came back");
+            return;
+        }
+        let proxy = self.proxy(name);
+        proxy.cut().await;
+        tokio::time::sleep(down).await;
+        proxy.restore().await;
+    }
+
+    async fn start(env: &TestEnv, real: bool) -> (Self, [(String, String); 4]) {
         let pairs = [
             ("postgres down", env.database_url.clone()),
             ("rabbitmq down", env.amqp.url.clone()),
@@ -221,13 +290,17 @@ impl Services {
         let mut proxies = Vec::new();
         let mut urls: Vec<(String, String)> = Vec::new();
         for (name, url) in pairs {
+            if real {
+                urls.push((url.clone(), url));
+                continue;
+            }
             let addr = address_of(&url);
             let proxy = Proxy::start(Box::leak(addr.clone().into_boxed_str())).await;
             urls.push((url.clone(), through(&url, &addr, &proxy)));
             proxies.push((name, proxy));
         }
         let urls: [(String, String); 4] = urls.try_into().expect("four services");
-        (Self { proxies }, urls)
+        (Self { proxies, real }, urls)
     }
 
     fn proxy(&mut self, name: &str) -> &mut Proxy {
@@ -263,8 +336,11 @@ impl System {
         scheduler.amqp.url = amqp.clone();
         scheduler.redis.url = redis.clone();
         scheduler.s3.endpoint = s3.clone();
-        // Stalled uploads are looked at within the settle window.
+        // Stalled uploads are looked at within the settle window, and so are
+        // uploads created twice (a creation whose answer a fault took: the
+        // client creates another) that never get a byte.
         scheduler.rules.stall_timeout = Duration::from_secs(20);
+        scheduler.rules.pending_timeout = Duration::from_secs(30);
         let worker_vars: Vec<Vars> = WORKERS
             .iter()
             .map(|replica| {
@@ -444,7 +520,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let env = TestEnv::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut services, urls) = Services::start(&env).await;
+    let (mut services, urls) = Services::start(&env, config.real_services).await;
     let (mut system, apis) = System::start(&env, &urls).await;
 
     let files = make_files(&mut rng, dir.path(), config.uploads, config.max_size);
@@ -459,12 +535,16 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     for (i, file) in files.iter().enumerate() {
         let chunk_size = 1u64 << rng.random_range(config.chunk_log2.0..=config.chunk_log2.1);
         let pause_ms = rng.random_range(0..=config.max_pause.as_millis() as u64);
+        // Uploads start over the first part of the fault window, so the
+        // faults meet uploads in flight all along.
+        let start_ms = rng.random_range(0..=(config.fault_window.as_millis() as u64 * 6 / 10));
         let group = &mut groups[i % 4];
         group.2.push(serde_json::json!({
             "path": file.path,
             "chunk_size": chunk_size,
             "checksum": group.0 == "tuspy" && rng.random_bool(0.5),
             "pause_ms": pause_ms,
+            "start_ms": start_ms,
         }));
     }
     let clients: Vec<Child> = groups
@@ -523,34 +603,42 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
                 system.restart_api(&env, i).await;
             }
             "kill worker" | "kill scheduler leader" => {
-                let i = match kind {
-                    "kill worker" => rng.random_range(0..WORKERS.len()),
-                    _ => {
-                        let leader = env.lease_holder().await;
-                        WORKERS
-                            .iter()
-                            .position(|w| leader.as_deref() == Some(*w))
-                            .unwrap_or(0)
-                    }
+                let leader = env.lease_holder().await;
+                let leader = WORKERS.iter().position(|w| leader.as_deref() == Some(*w));
+                let i = match (kind, leader) {
+                    ("kill scheduler leader", Some(i)) => i,
+                    _ => rng.random_range(0..WORKERS.len()),
                 };
+                if kind == "kill scheduler leader" && leader.is_none() {
+                    // Nobody leads right now: it is a worker's kill.
+                    *report.faults.entry(kind).or_default() -= 1;
+                    *report.faults.entry("kill worker").or_default() += 1;
+                }
                 kill(&mut system.workers[i]).await;
                 tokio::time::sleep(down).await;
                 system.restart_worker(&env, i);
             }
-            service => {
-                let proxy = services.proxy(service);
-                proxy.cut().await;
-                tokio::time::sleep(down).await;
-                proxy.restore().await;
-            }
+            service => services.outage(service, down).await,
         }
     }
 
     // The clients end (done, told the upload failed, or out of time).
+    // A client past its deadline (a request that hangs) is killed.
     let mut results: HashMap<PathBuf, ClientResult> = HashMap::new();
-    for reader in readers {
-        for result in reader.await.expect("a client reader") {
-            results.insert(result.path.clone(), result);
+    let until = tokio::time::Instant::now() + config.client_deadline + Duration::from_secs(60);
+    for mut reader in readers {
+        match tokio::time::timeout_at(until, &mut reader).await {
+            Ok(found) => {
+                for result in found.expect("a client reader") {
+                    results.insert(result.path.clone(), result);
+                }
+            }
+            Err(_) => {
+                reader.abort();
+                report
+                    .findings
+                    .push("a client did not end by its deadline: killed".into());
+            }
         }
     }
 
@@ -592,6 +680,18 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         if result.ok {
             report.acknowledged += 1;
         }
+        if result.regressed > 0 {
+            report.lost_bytes += result.regressed;
+            report.findings.push(format!(
+                "{}: {} acknowledged bytes were asked for again",
+                file.path.display(),
+                result.regressed
+            ));
+        }
+        let told_gone = result
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("404") || e.starts_with("410"));
         match video {
             Some(v) if matches!(v.status, VideoStatus::Uploaded | VideoStatus::Ready) => {
                 let stored = env
@@ -615,7 +715,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
                     }
                 }
             }
-            Some(v) if v.status == VideoStatus::Failed && !result.ok => {
+            Some(v) if v.status == VideoStatus::Failed && told_gone => {
                 report.failed_told += 1;
             }
             Some(v) if result.ok => {
@@ -636,6 +736,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         }
     }
 
+    // The system stops before the last checks: nothing writes meanwhile.
+    for child in system.apis.iter_mut().chain(system.workers.iter_mut()) {
+        kill(child).await;
+    }
     report.orphaned = open_multipart_uploads(&env).await;
     let failed: (i64,) = sqlx::query_as("SELECT count(*) FROM videos WHERE status = 'FAILED'")
         .fetch_one(env.store.pool())
@@ -655,10 +759,6 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let live = env.projections_snapshot().await;
     env.rebuild_projections().await;
     report.rebuild_matches = env.projections_snapshot().await == live;
-
-    for child in system.apis.iter_mut().chain(system.workers.iter_mut()) {
-        kill(child).await;
-    }
     drop(services);
     report.wall = started.elapsed();
     report

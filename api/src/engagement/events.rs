@@ -152,6 +152,7 @@ pub async fn check(
 ) -> ApiResult<Checked> {
     let now = Utc::now();
     let user = viewer_user(viewer);
+    // Each kept event with its place in the batch, for the answer.
     let mut events = Vec::with_capacity(incoming.len());
     let mut dropped = Vec::new();
     for (i, e) in incoming.into_iter().enumerate() {
@@ -180,22 +181,25 @@ pub async fn check(
             });
             continue;
         }
-        events.push(PlayerEvent {
-            event_id: e.event_id,
-            session_id: e.session_id,
-            video_id: VideoId(e.video_id),
-            kind: e.kind,
-            playhead_ms: e.playhead_ms,
-            client_time: e.client_time,
-            rendition: e.rendition,
-            error_code: e.error_code,
-            user_id: user,
-            received_at: now,
-        });
+        events.push((
+            i,
+            PlayerEvent {
+                event_id: e.event_id,
+                session_id: e.session_id,
+                video_id: VideoId(e.video_id),
+                kind: e.kind,
+                playhead_ms: e.playhead_ms,
+                client_time: e.client_time,
+                rendition: e.rendition,
+                error_code: e.error_code,
+                user_id: user,
+                received_at: now,
+            },
+        ));
     }
-    let videos: Vec<Uuid> = events.iter().map(|e| e.video_id.0).collect();
+    let videos: Vec<Uuid> = events.iter().map(|(_, e)| e.video_id.0).collect();
     let known = audiences.get(store, &videos).await?;
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in &events {
         let admitted = known
             .get(&event.video_id)
             .is_some_and(|a| super::admits(a, viewer));
@@ -206,7 +210,10 @@ pub async fn check(
             )));
         }
     }
-    Ok(Checked { events, dropped })
+    Ok(Checked {
+        events: events.into_iter().map(|(_, e)| e).collect(),
+        dropped,
+    })
 }
 
 /// Who may watch which video, read from PostgreSQL at most once per video

@@ -25,9 +25,10 @@ pub struct NewFirmware {
     pub models: Vec<String>,
 }
 
-/// Creates a firmware. 400 for an unknown hardware type or model (or a
-/// model without that component), 409 when `version_num` is not above
-/// every earlier one of its hardware type or the version string exists.
+/// Creates a firmware. 404 for an unknown hardware type; 409 for a model
+/// that does not exist or lacks that component, when `version_num` is not
+/// above every earlier one of its hardware type, or the version string
+/// exists.
 pub async fn create(state: &AppState, admin: UserId, new: NewFirmware) -> ApiResult<Firmware> {
     check_version(&new.version)?;
     crate::text::check_opt("comment", new.comment.as_deref(), 2000)?;

@@ -65,6 +65,8 @@ struct NewHardwareType {
     /// 1 to 64 of a-z, 0-9 and _.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_]+$")]
     name: String,
+    /// Free text, without NUL.
+    #[schema(pattern = r"^[^\x00]*$")]
     description: Option<String>,
 }
 
@@ -137,6 +139,8 @@ struct NewModel {
         pattern = r"^[a-z0-9_]+$"
     )]
     components: Vec<String>,
+    /// Free text, without NUL.
+    #[schema(pattern = r"^[^\x00]*$")]
     description: Option<String>,
 }
 

@@ -52,7 +52,8 @@ struct Registrations {
 /// Idempotent by external id: a known device keeps its history, and its
 /// model changes if another is given. New devices that match a running
 /// rollout's filter join its last wave. 400 naming the first device with a
-/// malformed external id or an unknown model, and then none is registered;
+/// malformed external id, 404 for one of an unknown model, and then none is
+/// registered;
 /// 423 when another request registers the same new device at the same time
 /// (retry).
 #[utoipa::path(post, path = "/v1/fleet/devices", tag = "fleet",
@@ -83,8 +84,8 @@ struct Reports {
 ///
 /// Each report is an event; a report of the version a device's open
 /// update brings ends that update as succeeded. 400 naming the first
-/// malformed report, or the first of an unregistered device or of a
-/// component its model lacks, and then nothing is recorded.
+/// malformed report, 404 the first of an unregistered device, 409 the
+/// first of a component its model lacks, and then nothing is recorded.
 #[utoipa::path(post, path = "/v1/fleet/reports", tag = "fleet",
     request_body = Reports,
     responses(

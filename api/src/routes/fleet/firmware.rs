@@ -90,9 +90,9 @@ struct CreatedFirmware {
 /// Create a firmware (admin).
 ///
 /// 201 with the firmware, `pending` until its file is whole; `upload` says
-/// how to send the file. 400 for an unknown hardware type or model (or a
-/// model without that hardware type); 409 when `version_num` is not above
-/// every earlier one of its hardware type, or the version exists.
+/// how to send the file. 404 for an unknown hardware type; 409 for a model
+/// that does not exist or lacks that hardware type, when `version_num` is
+/// not above every earlier one of its hardware type, or the version exists.
 #[utoipa::path(post, path = "/v1/fleet/firmware", tag = "fleet",
     request_body = CreateFirmware,
     responses(
@@ -163,7 +163,7 @@ struct ListQuery {
     #[param(required = true, value_type = String)]
     hardware_type: Option<String>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = r"^[0-9]{1,18}$")]
+    #[param(pattern = r"^-?[0-9]{1,19}$")]
     cursor: Option<String>,
     /// Firmware per page, 1–100 (20 when absent).
     #[param(minimum = 1, maximum = 100)]
@@ -208,8 +208,13 @@ async fn list(
         None => None,
         Some(cursor) => Some(
             Some(cursor)
-                .filter(|c| (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<i64>().ok())
+                .filter(|c| {
+                    let digits = c.strip_prefix('-').unwrap_or(c);
+                    (1..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+                })
+                // Past i64's range is past every version: the whole list.
+                .and_then(|c| c.parse::<i128>().ok())
+                .map(|n| n.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
                 .ok_or_else(|| {
                     ApiError::BadRequest(
                         "cursor is not one this API returned (a version_num)".into(),

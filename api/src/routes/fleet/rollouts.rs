@@ -94,10 +94,11 @@ fn rollout_id(id: &str) -> ApiResult<RolloutId> {
 
 /// Create a rollout (admin): a draft, nothing is sent until it starts.
 ///
-/// 400 for what is malformed or unknown (a target that is no firmware, two
-/// targets for one component, an unregistered device, an unknown model,
-/// both or neither of `devices` and `filter`, wave percentages that do not
-/// add up to 100, a setting out of bounds); 409 for a target firmware that
+/// 400 for what is malformed (a target that is not a firmware id, two
+/// targets for one component, both or neither of `devices` and `filter`,
+/// wave percentages that do not add up to 100, a setting out of bounds);
+/// 404 for an unknown firmware, an unregistered device or an unknown
+/// model; 409 for a target firmware that
 /// is not available, or, for explicit devices, one that runs a newer
 /// version than a target unless `allow_downgrade`.
 #[utoipa::path(post, path = "/v1/fleet/rollouts", tag = "fleet",

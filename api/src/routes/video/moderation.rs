@@ -22,7 +22,7 @@ use crate::{
     auth::{Admin, Caller, Role},
     cursor,
     error::{ApiError, ApiResult, QueryParams},
-    openapi::{BadRequest, Forbidden, Locked, NotFound, Problem},
+    openapi::{BadRequest, Forbidden, Locked, NotFound, Problem, TooLarge},
     routes::{
         Routes,
         video::videos::{Page, VideoView},
@@ -118,7 +118,7 @@ fn parse(body: &[u8]) -> ApiResult<(Verification, Option<String>)> {
     responses((status = 200, description = "Recorded", body = Decided), BadRequest,
         (status = 401, description = "The signature does not match the body (or callbacks are not configured)",
             body = Problem, content_type = "application/problem+json"),
-        NotFound, Locked))]
+        NotFound, TooLarge, Locked))]
 async fn callback(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -150,7 +150,7 @@ async fn callback(
     params(("id" = Uuid, Path, description = "The video id")),
     request_body = Decision,
     responses((status = 200, description = "Recorded", body = Decided), BadRequest, Forbidden,
-        NotFound, Locked))]
+        NotFound, TooLarge, Locked))]
 async fn by_admin(
     State(state): State<AppState>,
     caller: Caller,

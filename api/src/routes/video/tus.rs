@@ -25,7 +25,7 @@ use crate::{
     auth::{AuthUser, Caller, Role},
     error::{ApiError, ApiResult},
     fleet,
-    openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooLarge, Unavailable},
+    openapi::{BadRequest, Forbidden, Gone, Locked, NotFound, TooLarge, Unavailable},
     routes::Routes,
     state::AppState,
     video::{
@@ -137,7 +137,7 @@ fn check_length(headers: &HeaderMap, offset: u64, size: u64) -> ApiResult<()> {
 #[utoipa::path(post, path = "/files", tag = "uploads",
     params(
         ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
-        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs"),
+        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs (or a bare `key`): keys unique, values at most 1024 bytes; `filename`, `filetype` and `title` UTF-8 without NUL; `onboarding` (admins) and `firmware <base64 id>` (admins) mark what the upload is"),
         ("Upload-Checksum" = Option<String>, Header,
             description = "`sha1|sha256 base64(digest)` of the body sent with the creation"),
     ),
@@ -302,15 +302,27 @@ async fn create(
 #[utoipa::path(post, path = "/files/", tag = "uploads",
     params(
         ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
-        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs"),
+        ("Upload-Metadata" = Option<String>, Header, description = "Comma-separated `key base64(value)` pairs (or a bare `key`): keys unique, values at most 1024 bytes; `filename`, `filetype` and `title` UTF-8 without NUL; `onboarding` (admins) and `firmware <base64 id>` (admins) mark what the upload is"),
+        ("Upload-Checksum" = Option<String>, Header,
+            description = "`sha1|sha256 base64(digest)` of the body sent with the creation"),
     ),
     request_body(content = crate::openapi::FileBytes, content_type = "application/offset+octet-stream",
-        description = "The first bytes (creation-with-upload)"),
+        description = "The first bytes (creation-with-upload); none for a plain creation"),
     responses(
         (status = 201, description = "Created", headers(
-            ("Location" = String, description = "`/files/{id}`: the upload's URL"),
+            ("Location" = String, description = "`/files/{id}`: the upload's URL; the id is the video id"),
+            ("Upload-Offset" = u64, description = "Bytes stored of a body sent along"),
+            ("Upload-Expires" = String, description = "When an unfinished upload expires (RFC 9110 date)"),
         )),
-        BadRequest, Forbidden, NotFound, Conflict, TooLarge, Locked, Unavailable,
+        BadRequest, Forbidden, NotFound,
+        (status = 409, description = "The firmware named in `Upload-Metadata` is not waiting for its file",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        TooLarge, Locked,
+        (status = 415, description = "A body that is not application/offset+octet-stream",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 460, description = "The body does not match `Upload-Checksum`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        Unavailable,
     ))]
 async fn create_slash(
     state: State<AppState>,
@@ -507,7 +519,7 @@ async fn patch_upload(
 /// Terminate an upload: delete the video (as `DELETE /v1/videos/{id}`).
 #[utoipa::path(delete, path = "/files/{id}", tag = "uploads",
     params(("id" = Uuid, Path, description = "The upload id")),
-    responses((status = 204, description = "Deleted"), NotFound, Locked, Forbidden))]
+    responses((status = 204, description = "Deleted"), NotFound, Locked, Forbidden, Unavailable))]
 async fn terminate(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

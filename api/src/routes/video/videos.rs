@@ -24,7 +24,7 @@ use crate::{
     engagement::admits,
     error::{ApiError, ApiResult, JsonBody, QueryParams},
     etag,
-    openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound},
+    openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooLarge, Unavailable},
     state::AppState,
     text,
     video::{
@@ -296,10 +296,10 @@ async fn list(
 #[derive(Deserialize, ToSchema)]
 pub struct DetailsUpdate {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 200)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00]*$")]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 5000)]
+    #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00]*$")]
     description: Option<Option<String>>,
 }
 
@@ -316,7 +316,7 @@ const MAX_DESCRIPTION: usize = 5000;
     params(("id" = Uuid, Path, description = "The video id")),
     request_body = DetailsUpdate,
     responses((status = 200, description = "The video as it is now", body = VideoView),
-        BadRequest, NotFound, Gone, Locked, Forbidden))]
+        BadRequest, NotFound, Gone, TooLarge, Locked, Forbidden))]
 async fn update(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -370,7 +370,8 @@ async fn update(
 /// answers the same.
 #[utoipa::path(delete, path = "/v1/videos/{id}", tag = "videos",
     params(("id" = Uuid, Path, description = "The video id")),
-    responses((status = 202, description = "The video, now DELETED", body = VideoView), NotFound, Locked, Forbidden))]
+    responses((status = 202, description = "The video, now DELETED", body = VideoView), NotFound, Locked, Forbidden,
+        Unavailable))]
 async fn remove(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
