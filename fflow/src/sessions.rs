@@ -261,6 +261,10 @@ impl Sessions {
             .open(session.source())
             .await?;
         file.write_all(fresh).await?;
+        // tokio's File writes in the background: without a flush the bytes
+        // may not be in the file yet when the length says they are (a read
+        // right after, the encode's, saw a short file).
+        file.flush().await?;
         state.length = end;
         Ok(end)
     }
