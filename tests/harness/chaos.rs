@@ -240,7 +240,9 @@ fn real_service(name: &str) -> (String, String, u16) {
             6379,
         ),
         _ => (
-            "pkill -KILL -f 'garage -c .* server' || true".into(),
+            // By its name: a pattern over command lines would match this
+            // very shell's.
+            "pkill -KILL -x garage || true".into(),
             // Its own session: a Ctrl-C of the run leaves it running.
             format!("setsid {} >/dev/null", scripts.join("garage.sh").display()),
             3900,
@@ -336,6 +338,12 @@ impl System {
         scheduler.amqp.url = amqp.clone();
         scheduler.redis.url = redis.clone();
         scheduler.s3.endpoint = s3.clone();
+        // S3 calls retry as deployed (REELAY_S3_RETRIES, …), not with the
+        // tests' short retries: an outage of a few seconds is theirs to ride.
+        let s3_retry =
+            reelay_shared::config::S3RetryConfig::read(&reelay_shared::config::Env::process())
+                .expect("S3 retry settings");
+        scheduler.s3_retry = s3_retry;
         // Stalled uploads are looked at within the settle window, and so are
         // uploads created twice (a creation whose answer a fault took: the
         // client creates another) that never get a byte.
@@ -346,6 +354,7 @@ impl System {
             .map(|replica| {
                 let mut worker: WorkerConfig = env.worker_config();
                 worker.replica = (*replica).to_owned();
+                worker.s3_retry = s3_retry;
                 worker.database.url = database.clone();
                 worker.amqp.url = amqp.clone();
                 worker.redis.url = redis.clone();
@@ -603,8 +612,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
                 system.restart_api(&env, i).await;
             }
             "kill worker" | "kill scheduler leader" => {
+                // The holder is `<replica>/<term id>`.
                 let leader = env.lease_holder().await;
-                let leader = WORKERS.iter().position(|w| leader.as_deref() == Some(*w));
+                let leader = leader.as_deref().and_then(|h| h.split('/').next());
+                let leader = WORKERS.iter().position(|w| leader == Some(*w));
                 let i = match (kind, leader) {
                     ("kill scheduler leader", Some(i)) => i,
                     _ => rng.random_range(0..WORKERS.len()),

@@ -196,30 +196,43 @@ async fn schemathesis_finds_every_answer_as_documented_for_every_role() {
             hooks.display(),
             args.join(" ")
         );
-        let output = tokio::time::timeout(
-            Duration::from_secs(600),
-            tokio::process::Command::new("python3")
-                .args(["-m", "schemathesis.cli"])
-                .args(&args)
-                .env("SCHEMATHESIS_HOOKS", &hooks)
-                .kill_on_drop(true)
-                .arg("-H")
-                .arg(format!("Authorization: Bearer {token}"))
-                .stdin(Stdio::null())
-                .output(),
-        )
-        .await
-        .expect("schemathesis ends within 10 minutes")
-        .expect("schemathesis runs (scripts/services.sh installs it)");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        println!("{stdout}");
-        assert!(
-            output.status.success(),
-            "schemathesis found answers that are not as documented for a {role:?} token \
-             (exit {:?}):\n{stdout}\n{}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        // A run that found nothing but hit an error inside schemathesis
+        // itself (its generator's "Inconsistent results", seen once at
+        // maxItems 1000) is run once more; a finding never is.
+        for attempt in 1..=2 {
+            let output = tokio::time::timeout(
+                Duration::from_secs(600),
+                tokio::process::Command::new("python3")
+                    .args(["-m", "schemathesis.cli"])
+                    .args(&args)
+                    .env("SCHEMATHESIS_HOOKS", &hooks)
+                    .kill_on_drop(true)
+                    .arg("-H")
+                    .arg(format!("Authorization: Bearer {token}"))
+                    .stdin(Stdio::null())
+                    .output(),
+            )
+            .await
+            .expect("schemathesis ends within 10 minutes")
+            .expect("schemathesis runs (scripts/services.sh installs it)");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            println!("{stdout}");
+            let findings = stdout.contains("= FAILURES =");
+            let tool_error = stdout.contains("Runtime Error");
+            if output.status.success() || (attempt == 1 && tool_error && !findings) {
+                if output.status.success() {
+                    break;
+                }
+                println!("schemathesis itself failed (no finding): running it again");
+                continue;
+            }
+            panic!(
+                "schemathesis found answers that are not as documented for a {role:?} token \
+                 (exit {:?}):\n{stdout}\n{}",
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }
 
