@@ -145,7 +145,7 @@ impl ChaosReport {
         row("seed", self.seed.to_string());
         row("uploads", self.uploads.to_string());
         row("bytes", self.bytes.to_string());
-        for (kind, n) in self.faults.iter().filter(|(_, n)| **n > 0) {
+        for (kind, n) in &self.faults {
             row(&format!("faults: {kind}"), n.to_string());
         }
         row(
@@ -603,34 +603,36 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         }
         let kind = FAULTS[rng.random_range(0..FAULTS.len())];
         let down = config.max_down.mul_f64(rng.random_range(0.2..1.0));
-        *report.faults.entry(kind).or_default() += 1;
-        match kind {
+        // What was done, as it was done (a leader kill with no leader is a
+        // worker's kill).
+        let done = match kind {
             "kill api" => {
                 let i = rng.random_range(0..system.apis.len());
                 kill(&mut system.apis[i]).await;
                 tokio::time::sleep(down).await;
                 system.restart_api(&env, i).await;
+                kind
             }
             "kill worker" | "kill scheduler leader" => {
                 // The holder is `<replica>/<term id>`.
                 let leader = env.lease_holder().await;
                 let leader = leader.as_deref().and_then(|h| h.split('/').next());
                 let leader = WORKERS.iter().position(|w| leader == Some(*w));
-                let i = match (kind, leader) {
-                    ("kill scheduler leader", Some(i)) => i,
-                    _ => rng.random_range(0..WORKERS.len()),
+                let (i, done) = match (kind, leader) {
+                    ("kill scheduler leader", Some(i)) => (i, kind),
+                    _ => (rng.random_range(0..WORKERS.len()), "kill worker"),
                 };
-                if kind == "kill scheduler leader" && leader.is_none() {
-                    // Nobody leads right now: it is a worker's kill.
-                    *report.faults.entry(kind).or_default() -= 1;
-                    *report.faults.entry("kill worker").or_default() += 1;
-                }
                 kill(&mut system.workers[i]).await;
                 tokio::time::sleep(down).await;
                 system.restart_worker(&env, i);
+                done
             }
-            service => services.outage(service, down).await,
-        }
+            service => {
+                services.outage(service, down).await;
+                service
+            }
+        };
+        *report.faults.entry(done).or_default() += 1;
     }
 
     // The clients end (done, told the upload failed, or out of time).
