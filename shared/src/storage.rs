@@ -20,6 +20,57 @@ pub struct StorageError {
     pub source: object_store::Error,
 }
 
+impl StorageError {
+    /// Whether S3 was away rather than refusing: see [`unavailable`].
+    pub fn unavailable(&self) -> bool {
+        unavailable(&self.source)
+    }
+}
+
+/// Whether `e` says S3 was away, not that it refused: a connection that
+/// failed or broke, a timeout, a 5xx or throttling, our own credentials
+/// not taken. An outage says nothing about the object, so the step is
+/// waited out from committed state; a refusal (no such object or upload, a
+/// failed precondition, a malformed request) is final. What can't be told
+/// apart counts as an outage: waiting it out loses nothing.
+pub fn unavailable(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => false,
+        E::Generic { .. } => status(e).is_none_or(|s| s >= 500 || s == 408 || s == 429),
+        _ => true,
+    }
+}
+
+/// The HTTP status S3 answered a failed request with, if it answered:
+/// object_store keeps the status in an error type it does not export, so
+/// it is read from the chain's text (`… status code: 503 …`).
+fn status(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    const MARK: &str = "status code: ";
+    let mut link = Some(e);
+    while let Some(error) = link {
+        if error
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return None;
+        }
+        let text = error.to_string();
+        if let Some(at) = text.find(MARK) {
+            return text[at + MARK.len()..].get(..3)?.parse().ok();
+        }
+        link = error.source();
+    }
+    None
+}
+
 #[derive(Clone)]
 pub struct Storage {
     pub s3: Arc<AmazonS3>,
@@ -88,5 +139,65 @@ impl Storage {
 
     pub fn path(key: &str) -> Path {
         Path::from(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::client::{HttpError, HttpErrorKind};
+
+    use super::*;
+
+    fn generic(source: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(source),
+        }
+    }
+
+    /// An error that says what a failed request's text says.
+    #[derive(Debug, thiserror::Error)]
+    #[error("Error performing PUT in 1s - {0}")]
+    struct Answered(&'static str);
+
+    #[test]
+    fn s3_away_is_told_from_s3_refusing() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(unavailable(&generic(HttpError::new(
+            HttpErrorKind::Connect,
+            refused
+        ))));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(unavailable(&generic(HttpError::new(
+            HttpErrorKind::Interrupted,
+            reset
+        ))));
+        for away in [
+            "Server returned non-2xx status code: 503 Service Unavailable: ",
+            "Server returned non-2xx status code: 500 Internal Server Error: quorum",
+            "Server returned non-2xx status code: 429 Too Many Requests: ",
+            "something no one has seen yet",
+        ] {
+            assert!(unavailable(&generic(Answered(away))), "{away}");
+        }
+        for refusal in [
+            "Server returned non-2xx status code: 400 Bad Request: EntityTooSmall",
+            "Server returned non-2xx status code: 416 Range Not Satisfiable: ",
+        ] {
+            assert!(!unavailable(&generic(Answered(refusal))), "{refusal}");
+        }
+        let missing = object_store::Error::NotFound {
+            path: "p/k".into(),
+            source: Box::new(Answered("status code: 404 Not Found: NoSuchUpload")),
+        };
+        assert!(!unavailable(&missing));
+        let denied = object_store::Error::PermissionDenied {
+            path: "p/k".into(),
+            source: Box::new(Answered("status code: 403 Forbidden")),
+        };
+        assert!(
+            unavailable(&denied),
+            "our credentials are no upload's fault"
+        );
     }
 }

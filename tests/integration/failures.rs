@@ -1,10 +1,11 @@
-//! Failures are explicit: a broker outage is a 503 that moves nothing, an
-//! S3 outage past the retries fails the video and dead-letters its chunks.
+//! Failures are explicit: a broker outage is a 503 that moves nothing; S3
+//! away, however long, is waited out with every acknowledged byte kept;
+//! S3 refusing an upload fails the video and dead-letters its chunks.
 
 use std::time::Duration;
 
 use reelay_shared::VideoStatus;
-use reelay_tests::{MIB, TestEnv, client::Tus, proxy::Proxy, random_bytes, wait_until};
+use reelay_tests::{MIB, TestEnv, client::Tus, proxy::Proxy, random_bytes, sha256_hex, wait_until};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -44,7 +45,48 @@ async fn with_the_broker_down_a_patch_gets_503_and_the_offset_stays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_s3_keeps_failing_the_video_fails_and_its_chunks_are_dead_lettered() {
+async fn s3_away_longer_than_the_retries_fails_nothing_and_the_upload_completes_after() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let mut s3 = Proxy::start("127.0.0.1:3900").await;
+    let mut config = env.worker_config();
+    config.s3.endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let retries = config.s3_retry;
+    let _worker = env.spawn_worker_with(config).await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let data = random_bytes(12 * MIB + 777);
+    let id = tus.create(data.len() as u64).await;
+    tus.upload_from(id, &data[..4 * MIB], 0, MIB).await;
+
+    s3.cut().await;
+    // Every byte is acknowledged while S3 is away: they wait in the broker.
+    tus.upload_from(id, &data, 4 * MIB, MIB).await;
+    assert_eq!(tus.offset(id).await, data.len() as u64);
+    // Several times what the worker's retries last (3 × 50 ms doubling).
+    tokio::time::sleep(retries.base * 2u32.pow(retries.attempts as u32) * 10).await;
+    let video = env.video(id).await;
+    assert_eq!(
+        video.status,
+        VideoStatus::Loading,
+        "an outage fails no upload: {:?}",
+        video.failure_reason
+    );
+    assert_eq!(
+        env.queue_depth(&env.topology.dead_letter_queue()).await,
+        0,
+        "nothing dead-lettered"
+    );
+
+    s3.restore().await;
+    env.wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(60))
+        .await;
+    assert_eq!(env.original_sha256(id).await, sha256_hex(&data));
+    let history = env.store.events(id).await.expect("history");
+    assert!(history.iter().all(|e| e.kind != "failed"), "never failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_s3_refuses_the_upload_the_video_fails_and_its_chunks_are_dead_lettered() {
     let env = TestEnv::new().await;
     let api = env.spawn_api().await;
     let mut config = env.worker_config();

@@ -14,6 +14,7 @@ use lapin::{Channel, message::Delivery};
 use reelay_shared::{
     VideoId, VideoStatus,
     fleet::{FirmwareId, jobs::FleetJob},
+    storage,
     store::AppendError,
     video::{
         Verification, VideoEvent,
@@ -232,6 +233,12 @@ impl<'a> Shard<'a> {
             return Ok(self.acker.settle(held, &Outcome::Done).await?);
         }
         match error {
+            // S3 away says nothing about the upload: its chunks stay in the
+            // broker and it starts over from committed state, as below.
+            StepError::Storage { ref source, .. } if storage::unavailable(source) => {
+                tracing::warn!(reason = %error, "S3 unavailable; starting over from committed state");
+                Err(anyhow::Error::new(error).context(format!("upload {video}")))
+            }
             StepError::Storage { .. } | StepError::Corrupt(_) => {
                 let reason = error.to_string();
                 tracing::error!(reason = %reason, "upload failed");
@@ -264,7 +271,7 @@ impl<'a> Shard<'a> {
         self.acker.settle(held, &Outcome::Done).await?;
         let outcome = match delete::remove_objects(self.ctx, video).await {
             Ok(()) => Outcome::Done,
-            Err(StepError::Storage { step, source }) => {
+            Err(StepError::Storage { step, source }) if !storage::unavailable(&source) => {
                 Outcome::GaveUp(format!("deleting objects failed at S3 {step}: {source}"))
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting {video}"))),

@@ -18,8 +18,10 @@ use reelay_shared::{
 /// Why a step of a video job stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    /// S3 kept failing past the retries: the video fails, its messages go
-    /// to the dead-letter queue.
+    /// S3 kept failing past the retries. When it refused (see
+    /// [`reelay_shared::storage::unavailable`]) the video fails and its
+    /// messages go to the dead-letter queue; when it was away, the upload
+    /// starts over from committed state once it is back.
     #[error("S3 {step} failed: {source}")]
     Storage {
         step: &'static str,
