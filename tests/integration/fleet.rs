@@ -12,6 +12,7 @@ use reelay_tests::{
     TestApi, TestEnv, TestScheduler, TestWorker,
     client::{Tus, call_json},
     fleet_backend::{FleetBackend, Play},
+    proxy::Proxy,
     random_bytes, sha256_hex, wait_until,
 };
 use reelay_worker::config::FleetBackend as BackendConfig;
@@ -613,6 +614,57 @@ async fn a_killed_scheduler_leader_is_replaced_and_the_counts_end_exact() {
         "no device got requests under two keys"
     );
     assert!(fleet.backend.max_in_flight() <= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_jobs_a_dead_leader_could_not_publish_are_sent_by_the_next_once() {
+    let fleet = Fleet::start_with(Duration::from_millis(20), false).await;
+    let mut broker = Proxy::start("127.0.0.1:5672").await;
+    let mut config = fleet.env.scheduler_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
+    let first = fleet.env.spawn_scheduler(config).await;
+    let devices = fleet.devices("outbox", 30, "v2").await;
+    let firmware = fleet
+        .firmware("audio_lock", "c", 3, &random_bytes(300))
+        .await;
+    // The leader records its releases but can't publish them.
+    broker.cut().await;
+    let id = fleet
+        .rollout(json!({
+            "targets": [firmware["id"]],
+            "devices": devices,
+            "max_in_flight": 10,
+            "rate_per_sec": 100,
+            "device_timeout_secs": 600,
+        }))
+        .await;
+    let released = wait_until(Duration::from_secs(20), || async {
+        count(&fleet.view(&id).await, "requested") == 10
+    })
+    .await;
+    assert!(released, "the leader released: {}", fleet.view(&id).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fleet.backend.arrivals().len(), 0, "nothing was published");
+    // It dies; the next leader sends what it left, and the rest.
+    drop(first);
+    let _second = fleet
+        .env
+        .spawn_scheduler(fleet.env.scheduler_config())
+        .await;
+    let done = fleet
+        .wait_state(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(count(&done, "succeeded"), 30, "{done}");
+    assert_eq!(
+        count(&done, "timed_out"),
+        0,
+        "no device waited out a lost job"
+    );
+    assert_eq!(fleet.backend.arrivals().len(), 30, "one request per device");
+    assert_eq!(
+        fleet.backend.devices_with_several_keys(),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,8 @@ use reelay_shared::{
     fleet::{
         ErrorThreshold, Firmware, FirmwareId, FirmwareStatus, PausedBy, PlannedDevice, Rollout,
         RolloutEvent, RolloutId, RolloutRejection, RolloutSpec, RolloutState, Selection, Target,
-        UpdateEvent, UpdateId, UpdateRejection, UpdateState, WaveUnit, jobs::FleetJob,
+        UpdateEvent, UpdateId, UpdateRejection, UpdateState, WaveUnit,
+        jobs::{self, FleetJob},
     },
 };
 use serde::{Deserialize, Serialize};
@@ -561,17 +562,14 @@ pub async fn command(state: &AppState, id: RolloutId, command: Command) -> ApiRe
             }
         }
     }
-    tx.commit().await?;
     // The fleet backend drops what it was asked for; a job retries until it
-    // has (the updates are cancelled here whatever it answers).
-    for update in cancelled {
-        if let Err(e) = state
-            .publisher
-            .publish_fleet_job(FleetJob::Cancel(update))
-            .await
-        {
-            tracing::warn!(error = %e, update.id = %update, "could not publish a cancel job");
-        }
+    // has (the updates are cancelled here whatever it answers). Written
+    // with the cancel, so a crash before publishing loses none.
+    let withdraw: Vec<FleetJob> = cancelled.into_iter().map(FleetJob::Cancel).collect();
+    jobs::enqueue(tx.conn(), &withdraw).await?;
+    tx.commit().await?;
+    if let Err(e) = jobs::relay(state.store.pool(), &state.publisher).await {
+        tracing::warn!(error = %e, "cancel jobs wait in the outbox for the rollout driver");
     }
     tracing::info!(rollout.id = %id, ?command, "rollout command");
     state

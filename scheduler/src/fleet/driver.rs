@@ -12,8 +12,10 @@
 //!   With the last wave open and nothing left in flight or queued, the
 //!   rollout is completed.
 //! - Queued device components of open waves are released, at most the
-//!   in-flight limit at once: `Requested` is recorded, then the update job
-//!   is published. Workers hold the rate (a limiter shared in Redis).
+//!   in-flight limit at once: `Requested` is recorded with its update job
+//!   in the fleet outbox, and the job is published once that commits (a
+//!   leader killed in between leaves the row to the next pass). Workers
+//!   hold the rate (a limiter shared in Redis).
 //!
 //! Every step re-checks its condition in the transaction that appends its
 //! event, so a pass repeated by a new leader does nothing twice.
@@ -24,7 +26,8 @@ use chrono::Utc;
 use reelay_shared::{
     fleet::{
         DeviceId, FirmwareId, PausedBy, Rollout, RolloutEvent, RolloutId, RolloutRejection,
-        RolloutState, UpdateEvent, UpdateId, UpdateRejection, UpdateState, jobs::FleetJob,
+        RolloutState, UpdateEvent, UpdateId, UpdateRejection, UpdateState,
+        jobs::{self, FleetJob},
     },
     mq::Publisher,
     store::Store,
@@ -33,7 +36,7 @@ use serde::Serialize;
 
 use crate::lease::Lease;
 
-/// Updates released per transaction (then their jobs are published).
+/// Updates released per transaction (then their jobs are relayed).
 const RELEASE_CHUNK: i64 = 200;
 
 /// What one pass did.
@@ -75,6 +78,15 @@ impl Driver {
     /// `margin` left.
     pub async fn pass(&self, lease: &Lease, margin: Duration) -> Driven {
         let mut driven = Driven::default();
+        // Jobs a writer committed but died before publishing.
+        match jobs::relay(self.store.pool(), &self.publisher).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "relayed fleet jobs left in the outbox"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet outbox could not be relayed");
+                driven.errors += 1;
+            }
+        }
         let rollouts: Result<Vec<Rollout>, _> = sqlx::query_as(
             "SELECT * FROM rollouts WHERE state IN ('running', 'paused') ORDER BY created_at",
         )
@@ -146,8 +158,8 @@ impl Driver {
                     .saturating_mul(1u32 << (attempt as u32 - 1).min(10));
                 Utc::now() + backoff
             });
-            let timed_out = self
-                .store
+            let mut tx = self.store.begin().await?;
+            let timed_out = tx
                 .append(id, |current| {
                     let u = current.as_ref().ok_or(UpdateRejection::NotFound)?;
                     Ok(match u.state.in_flight() {
@@ -157,17 +169,19 @@ impl Driver {
                 })
                 .await?;
             if timed_out {
+                // The backend drops it, so the device does not act on it late.
+                jobs::enqueue(tx.conn(), &[FleetJob::Cancel(id)]).await?;
+            }
+            tx.commit().await?;
+            if timed_out {
                 driven.timed_out += 1;
                 if retry_at.is_some() {
                     driven.retried += 1;
                 }
                 tracing::info!(update.id = %id, attempt, retried = retry_at.is_some(), "device update timed out");
-                // The backend drops it, so the device does not act on it late.
-                if let Err(e) = self.publisher.publish_fleet_job(FleetJob::Cancel(id)).await {
-                    tracing::warn!(error = %e, "could not publish a cancel job");
-                }
             }
         }
+        jobs::relay(self.store.pool(), &self.publisher).await?;
         Ok(())
     }
 
@@ -357,9 +371,10 @@ impl Driver {
                 }
             })
             .await?;
-            tx.commit().await?;
             let jobs: Vec<FleetJob> = released.iter().map(|id| FleetJob::Update(*id)).collect();
-            self.publisher.publish_fleet_jobs(&jobs).await?;
+            jobs::enqueue(tx.conn(), &jobs).await?;
+            tx.commit().await?;
+            jobs::relay(self.store.pool(), &self.publisher).await?;
             driven.released += released.len() as u32;
             room -= released.len() as i64;
         }

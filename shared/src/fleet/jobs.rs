@@ -57,11 +57,81 @@ impl FleetJob {
             _ => None,
         };
         let id = Uuid::parse_str(&text("id")?).ok()?;
-        match text("kind")?.as_str() {
+        Self::of(&text("kind")?, id)
+    }
+
+    /// The job named `kind` (as [`FleetJob::name`] says) of `id`.
+    fn of(kind: &str, id: Uuid) -> Option<Self> {
+        match kind {
             "seal" => Some(Self::Seal(FirmwareId(id))),
             "update" => Some(Self::Update(UpdateId(id))),
             "cancel" => Some(Self::Cancel(UpdateId(id))),
             _ => None,
+        }
+    }
+}
+
+/// Fleet jobs relayed per transaction.
+const RELAY_BATCH: i64 = 500;
+
+/// Writes `jobs` to the fleet outbox in the transaction that makes them
+/// due; [`relay`] publishes them once it has committed.
+pub async fn enqueue(conn: &mut sqlx::PgConnection, jobs: &[FleetJob]) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.name()).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id()).collect();
+    sqlx::query("INSERT INTO fleet_outbox (kind, id) SELECT * FROM unnest($1::text[], $2::uuid[])")
+        .bind(&kinds)
+        .bind(&ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Why the outbox could not be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
+/// Publishes every job waiting in the fleet outbox, oldest first, and
+/// removes it once the broker confirmed it; how many. Rows being relayed
+/// are locked, so relays running at once (a writer's own and the driver's)
+/// publish each row once; a relay that dies before its delete commits
+/// leaves its rows to be published again: at least once, and an update's
+/// call carries its id as the idempotency key.
+pub async fn relay(pool: &sqlx::PgPool, publisher: &Publisher) -> Result<usize, RelayError> {
+    let mut relayed = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(i64, String, Uuid)> = sqlx::query_as(
+            "SELECT seq, kind, id FROM fleet_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(RELAY_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(relayed);
+        }
+        let jobs: Vec<FleetJob> = rows
+            .iter()
+            .filter_map(|(_, kind, id)| FleetJob::of(kind, *id))
+            .collect();
+        publisher.publish_fleet_jobs(&jobs).await?;
+        let seqs: Vec<i64> = rows.iter().map(|(seq, _, _)| *seq).collect();
+        sqlx::query("DELETE FROM fleet_outbox WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        relayed += rows.len();
+        if rows.len() < RELAY_BATCH as usize {
+            return Ok(relayed);
         }
     }
 }
