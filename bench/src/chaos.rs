@@ -4,6 +4,9 @@
 //! was clean.
 //!
 //! CHAOS_UPLOADS (100), CHAOS_FAULTS (20), CHAOS_SEED (random, printed),
+//! CHAOS_DEVICES (400: the rollout that runs through the faults),
+//! CHAOS_VIDEOS (10 of the uploads are real videos, up to CHAOS_VIDEO_SECS
+//! 20 s long, which must end READY; the rest are random bytes),
 //! CHAOS_MAX_MIB (200), CHAOS_MAX_DOWN_SECS (30), CHAOS_MAX_PAUSE_MS (200:
 //! the longest pause a client makes between chunks), CHAOS_REAL_SERVICES
 //! (1: stop and start this machine's PostgreSQL, RabbitMQ, Redis and Garage;
@@ -30,6 +33,9 @@ async fn main() {
         uploads,
         faults,
         seed,
+        devices: var("CHAOS_DEVICES", 400usize),
+        videos: var("CHAOS_VIDEOS", 10usize),
+        video_secs: var("CHAOS_VIDEO_SECS", 20u32),
         max_size: var("CHAOS_MAX_MIB", 200u64) << 20,
         max_pause: Duration::from_millis(var("CHAOS_MAX_PAUSE_MS", 200u64)),
         // 256 KiB to 16 MiB.

@@ -7,8 +7,9 @@
 //! stop and the system settles, it checks every byte: each upload is
 //! UPLOADED with the exact SHA-256 of its file, or FAILED with its client
 //! told; nothing is left half-way; no multipart upload is left open in
-//! Garage; nothing is dead-lettered but for a failed video; and rebuilding
-//! the projections from the log gives the live ones.
+//! Garage; nothing is dead-lettered but for a failed video; every push
+//! notification due reached its device (FCM, APNs and webhook receivers);
+//! and rebuilding the projections from the log gives the live ones.
 //!
 //! `reelay-chaos` (`make chaos`) runs it at size; `tests/integration/chaos.rs`
 //! runs a short one in `make test`.
@@ -20,17 +21,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::{Rng, RngCore, SeedableRng, rngs::StdRng};
-use reelay_api::config::ApiConfig;
+use rand::{Rng, RngCore, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use reelay_api::{auth::Role, config::ApiConfig};
+use reelay_fflow::config::FflowConfig;
 use reelay_scheduler::config::SchedulerConfig;
-use reelay_shared::{VideoId, VideoStatus, config::Vars};
-use reelay_worker::config::WorkerConfig;
+use reelay_shared::{
+    VideoId, VideoStatus, config::Vars, fleet::jobs::FleetJob, video::jobs::JobHeader,
+};
+use reelay_worker::config::{FleetBackend as BackendConfig, WorkerConfig};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::process::Child;
 use uuid::Uuid;
 
-use crate::{TestEnv, proxy::Proxy};
+use crate::{
+    TestEnv,
+    client::{Tus, call_json},
+    engagement::Session,
+    fleet_backend::FleetBackend,
+    media::Sample,
+    proxy::Proxy,
+    push::PushReceivers,
+};
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -38,6 +50,12 @@ pub struct ChaosConfig {
     pub uploads: usize,
     pub faults: usize,
     pub seed: u64,
+    /// Devices in the rollout that runs through the faults.
+    pub devices: usize,
+    /// Of the uploads, how many are real videos (the rest are random
+    /// bytes, which the encoders refuse), and how long each is.
+    pub videos: usize,
+    pub video_secs: u32,
     /// The largest file (the smallest is 1 byte).
     pub max_size: u64,
     /// The longest pause a client makes between chunks (a phone's pace).
@@ -62,13 +80,17 @@ impl ChaosConfig {
     pub fn short(seed: u64) -> Self {
         Self {
             uploads: 20,
-            faults: 6,
+            // Each kind once.
+            faults: FAULTS.len(),
             seed,
+            devices: 60,
+            videos: 3,
+            video_secs: 3,
             max_size: 16 << 20,
             max_pause: Duration::from_millis(600),
             chunk_log2: (15, 20),
             max_down: Duration::from_secs(4),
-            fault_window: Duration::from_secs(20),
+            fault_window: Duration::from_secs(30),
             client_deadline: Duration::from_secs(180),
             settle: Duration::from_secs(90),
             real_services: false,
@@ -77,14 +99,16 @@ impl ChaosConfig {
 }
 
 /// The kinds of fault the driver injects.
-pub const FAULTS: [&str; 7] = [
+pub const FAULTS: [&str; 9] = [
     "kill api",
     "kill worker",
+    "kill fflow",
     "kill scheduler leader",
     "postgres down",
     "rabbitmq down",
     "redis down",
     "garage down",
+    "clickhouse down",
 ];
 
 /// What a run found.
@@ -98,6 +122,12 @@ pub struct ChaosReport {
     pub faults_during_uploads: usize,
     /// Uploads whose client was told every byte was taken.
     pub acknowledged: usize,
+    /// Whole uploads that ended READY, and random files the encoders
+    /// refused (FAILED after they were whole).
+    pub ready: usize,
+    pub refused_by_encoder: usize,
+    /// Real videos that did not end READY (or files left unencoded).
+    pub videos_not_ready: usize,
     /// Uploads that ended FAILED, their client told so.
     pub failed_told: usize,
     /// Uploads whose client gave up without being told the upload failed
@@ -112,7 +142,28 @@ pub struct ChaosReport {
     pub stuck: usize,
     /// Multipart uploads left open in Garage.
     pub orphaned: usize,
-    /// Dead-lettered messages while no video failed.
+    /// Devices in the rollout, those that ended succeeded, and requests
+    /// to the fleet backend beyond one per device.
+    pub rollout_devices: usize,
+    pub rollout_succeeded: usize,
+    pub duplicate_update_requests: usize,
+    /// Completed, every device succeeded, each asked once.
+    pub rollout_exact: bool,
+    /// Player events the api accepted, those not in ClickHouse once
+    /// settled, and those in it more than once.
+    pub player_events: usize,
+    pub player_events_missing: usize,
+    pub player_events_doubled: usize,
+    /// Push notifications written (one per device per notified state).
+    pub pushes_due: usize,
+    /// Notifications due that no receiver took, or that were never
+    /// written, or that a receiver found malformed.
+    pub pushes_missing: usize,
+    /// Notifications a receiver took more than once.
+    pub duplicate_notifications: usize,
+    /// Messages in the dead-letter queues.
+    pub dead_letters: u32,
+    /// Dead letters not explained by their video having FAILED.
     pub unexplained_dead_letters: u32,
     pub rebuild_matches: bool,
     pub wall: Duration,
@@ -134,6 +185,11 @@ impl ChaosReport {
             && self.stuck == 0
             && self.orphaned == 0
             && self.unexplained_dead_letters == 0
+            && self.pushes_missing == 0
+            && self.rollout_exact
+            && self.videos_not_ready == 0
+            && self.player_events_missing == 0
+            && self.player_events_doubled == 0
             && self.rebuild_matches
     }
 
@@ -153,12 +209,43 @@ impl ChaosReport {
             self.faults_during_uploads.to_string(),
         );
         row("acknowledged uploads", self.acknowledged.to_string());
+        row("encoded, READY", self.ready.to_string());
+        row(
+            "refused by the encoder",
+            self.refused_by_encoder.to_string(),
+        );
+        row("videos not READY", self.videos_not_ready.to_string());
         row("failed, client told", self.failed_told.to_string());
         row("clients that gave up", self.gave_up.to_string());
         row("lost bytes", self.lost_bytes.to_string());
         row("corrupted objects", self.corrupted.to_string());
         row("stuck uploads", self.stuck.to_string());
         row("orphaned multipart uploads", self.orphaned.to_string());
+        row("rollout devices", self.rollout_devices.to_string());
+        row("rollout succeeded", self.rollout_succeeded.to_string());
+        row(
+            "duplicate update requests",
+            self.duplicate_update_requests.to_string(),
+        );
+        row("player events accepted", self.player_events.to_string());
+        row(
+            "player events missing",
+            self.player_events_missing.to_string(),
+        );
+        row(
+            "player events doubled",
+            self.player_events_doubled.to_string(),
+        );
+        row("push notifications due", self.pushes_due.to_string());
+        row(
+            "push notifications missing",
+            self.pushes_missing.to_string(),
+        );
+        row(
+            "duplicate notifications",
+            self.duplicate_notifications.to_string(),
+        );
+        row("dead letters", self.dead_letters.to_string());
         row(
             "unexplained dead letters",
             self.unexplained_dead_letters.to_string(),
@@ -189,6 +276,8 @@ struct Upload {
     path: PathBuf,
     size: u64,
     sha256: String,
+    /// A real video, which must end READY.
+    video: bool,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +321,12 @@ fn real_service(name: &str) -> (String, String, u16) {
             5432,
         ),
         "rabbitmq down" => ("rabbitmqctl -q stop_app".into(), "rabbitmqctl -q start_app".into(), 5672),
+        "clickhouse down" => (
+            // The bracket keeps the pattern from matching this very shell.
+            "pkill -KILL -f 'clickhouse-serve[r]' || true".into(),
+            format!("setsid {} >/dev/null", scripts.join("clickhouse.sh").display()),
+            8123,
+        ),
         "redis down" => (
             "redis-cli shutdown nosave".into(),
             "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no \
@@ -282,12 +377,13 @@ impl Services {
         proxy.restore().await;
     }
 
-    async fn start(env: &TestEnv, real: bool) -> (Self, [(String, String); 4]) {
+    async fn start(env: &TestEnv, real: bool) -> (Self, [(String, String); 5]) {
         let pairs = [
             ("postgres down", env.database_url.clone()),
             ("rabbitmq down", env.amqp.url.clone()),
             ("redis down", env.redis.url.clone()),
             ("garage down", env.s3.endpoint.clone()),
+            ("clickhouse down", env.clickhouse.url.clone()),
         ];
         let mut proxies = Vec::new();
         let mut urls: Vec<(String, String)> = Vec::new();
@@ -301,7 +397,7 @@ impl Services {
             urls.push((url.clone(), through(&url, &addr, &proxy)));
             proxies.push((name, proxy));
         }
-        let urls: [(String, String); 4] = urls.try_into().expect("four services");
+        let urls: [(String, String); 5] = urls.try_into().expect("five services");
         (Self { proxies, real }, urls)
     }
 
@@ -319,6 +415,8 @@ impl Services {
 struct System {
     api_configs: Vec<ApiConfig>,
     apis: Vec<Child>,
+    fflow_configs: Vec<FflowConfig>,
+    fflows: Vec<Child>,
     worker_vars: Vec<Vars>,
     workers: Vec<Child>,
 }
@@ -326,13 +424,19 @@ struct System {
 const WORKERS: [&str; 2] = ["chaos-w1", "chaos-w2"];
 
 impl System {
-    async fn start(env: &TestEnv, urls: &[(String, String); 4]) -> (Self, Vec<String>) {
-        let [database, amqp, redis, s3] = urls.clone().map(|(_, proxied)| proxied);
+    async fn start(
+        env: &TestEnv,
+        urls: &[(String, String); 5],
+        push: &PushReceivers,
+        dir: &Path,
+    ) -> (Self, Vec<String>, FleetBackend) {
+        let [database, amqp, redis, s3, clickhouse] = urls.clone().map(|(_, proxied)| proxied);
         let mut api = env.api_config();
         api.database.url = database.clone();
         api.amqp.url = amqp.clone();
         api.redis.url = redis.clone();
         api.s3.endpoint = s3.clone();
+        api.clickhouse.url = clickhouse.clone();
         let mut scheduler: SchedulerConfig = env.scheduler_config();
         scheduler.database.url = database.clone();
         scheduler.amqp.url = amqp.clone();
@@ -349,10 +453,52 @@ impl System {
         // client creates another) that never get a byte.
         scheduler.rules.stall_timeout = Duration::from_secs(20);
         scheduler.rules.pending_timeout = Duration::from_secs(30);
-        let worker_vars: Vec<Vars> = WORKERS
+        env.point_push_at(&mut scheduler, push, dir);
+        let mut system = Self {
+            api_configs: Vec::new(),
+            apis: Vec::new(),
+            fflow_configs: Vec::new(),
+            fflows: Vec::new(),
+            worker_vars: Vec::new(),
+            workers: Vec::new(),
+        };
+        // Two encoders; a restarted one listens where the workers know it.
+        let mut encoders = Vec::new();
+        for replica in ["chaos-f1", "chaos-f2"] {
+            let mut config = env.fflow_config(replica, dir);
+            config.s3.endpoint = s3.clone();
+            let (child, fflow) = env.spawn_fflow_process_with(&config).await;
+            let port: u16 = fflow.base.rsplit(':').next().unwrap().parse().unwrap();
+            config.addr = format!("127.0.0.1:{port}").parse().expect("address");
+            system.fflow_configs.push(config);
+            system.fflows.push(child);
+            encoders.push(fflow.base.clone());
+        }
+        let mut addresses = Vec::new();
+        for i in 0..2 {
+            let (child, address) = env.spawn_api_process(&api).await;
+            // A restarted replica listens where its clients know it.
+            let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+            let mut config = api.clone();
+            config.addr = format!("127.0.0.1:{port}").parse().expect("address");
+            config.replica = format!("chaos-api{i}");
+            system.api_configs.push(config);
+            system.apis.push(child);
+            addresses.push(address);
+        }
+        // Devices install in a second and report through the first replica.
+        let service = env.token_with_role(Uuid::new_v4(), Role::Service);
+        let backend = FleetBackend::start(&addresses[0], service, Duration::from_secs(1)).await;
+        system.worker_vars = WORKERS
             .iter()
             .map(|replica| {
-                let mut worker: WorkerConfig = env.worker_config();
+                let mut worker: WorkerConfig = env.worker_config_with_fflow(&encoders);
+                worker.etl = env.worker_config_with_etl().etl;
+                worker.etl.clickhouse.url = clickhouse.clone();
+                worker.fleet.backend = Some(BackendConfig {
+                    url: backend.url.clone(),
+                    secret: backend.secret.clone(),
+                });
                 worker.replica = (*replica).to_owned();
                 worker.s3_retry = s3_retry;
                 worker.database.url = database.clone();
@@ -368,35 +514,22 @@ impl System {
                 vars
             })
             .collect();
-        let mut system = Self {
-            api_configs: Vec::new(),
-            apis: Vec::new(),
-            worker_vars,
-            workers: Vec::new(),
-        };
-        let mut addresses = Vec::new();
-        for i in 0..2 {
-            let (child, address) = env.spawn_api_process(&api).await;
-            // A restarted replica listens where its clients know it.
-            let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
-            let mut config = api.clone();
-            config.addr = format!("127.0.0.1:{port}").parse().expect("address");
-            config.replica = format!("chaos-api{i}");
-            system.api_configs.push(config);
-            system.apis.push(child);
-            addresses.push(address);
-        }
         for vars in &system.worker_vars {
             system
                 .workers
                 .push(env.spawn_process("reelay-worker", vars.clone()));
         }
-        (system, addresses)
+        (system, addresses, backend)
     }
 
     async fn restart_api(&mut self, env: &TestEnv, i: usize) {
         let (child, _) = env.spawn_api_process(&self.api_configs[i]).await;
         self.apis[i] = child;
+    }
+
+    async fn restart_fflow(&mut self, env: &TestEnv, i: usize) {
+        let (child, _) = env.spawn_fflow_process_with(&self.fflow_configs[i]).await;
+        self.fflows[i] = child;
     }
 
     fn restart_worker(&mut self, env: &TestEnv, i: usize) {
@@ -411,8 +544,23 @@ async fn kill(child: &mut Child) {
 }
 
 /// Random files under `dir`, 1 byte to `max_size`, fresh bytes each.
-fn make_files(rng: &mut StdRng, dir: &Path, n: usize, max_size: u64) -> Vec<Upload> {
-    (0..n)
+fn make_files(rng: &mut StdRng, dir: &Path, config: &ChaosConfig) -> Vec<Upload> {
+    let samples = [Sample::FastStart, Sample::MoovAtEnd, Sample::WebM];
+    let (n, max_size) = (config.uploads, config.max_size);
+    let videos = (0..config.videos.min(n)).map(|i| {
+        let seconds = rng.random_range(1..=config.video_secs.max(1));
+        let bytes = samples[i % samples.len()].make(dir, seconds);
+        let path = dir.join(format!("video-{i}.bin"));
+        std::fs::write(&path, &bytes).expect("write a video");
+        Upload {
+            path,
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            video: true,
+        }
+    });
+    let videos: Vec<Upload> = videos.collect();
+    let random = (videos.len()..n)
         .map(|i| {
             // Small and large alike: sizes spread over orders of magnitude,
             // with a few on a part boundary.
@@ -432,9 +580,11 @@ fn make_files(rng: &mut StdRng, dir: &Path, n: usize, max_size: u64) -> Vec<Uplo
                 path,
                 size,
                 sha256: hex::encode(Sha256::digest(&bytes)),
+                video: false,
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+    videos.into_iter().chain(random).collect()
 }
 
 /// Starts one client process over `items`, pinned to `api`.
@@ -523,6 +673,386 @@ async fn open_multipart_uploads(env: &TestEnv) -> usize {
         .count()
 }
 
+/// What the player sent: event ids the api accepted (202, not dropped),
+/// and ids of batches never accepted.
+#[derive(Default)]
+struct Played {
+    accepted: Vec<Uuid>,
+    unaccepted: usize,
+}
+
+/// A player on the uploader's videos over the fault window: a session's
+/// events every 300 ms, to either api replica; a batch that is not
+/// accepted is sent again, as a player does, until its deadline.
+async fn play(
+    apis: Vec<String>,
+    token: String,
+    videos: Vec<VideoId>,
+    window: Duration,
+    deadline: Duration,
+) -> Played {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client");
+    let mut played = Played::default();
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed() < window {
+        n += 1;
+        let session = Session::new(videos[n % videos.len()], chrono::Utc::now())
+            .at(0, "open", 0)
+            .at(300, "play", 0)
+            .at(5_300, "position", 5_000)
+            .at(10_300, "position", 10_000)
+            .at(12_000, "pause", 11_700);
+        let ids: Vec<Uuid> = session
+            .events
+            .iter()
+            .map(|e| {
+                e["event_id"]
+                    .as_str()
+                    .and_then(|i| i.parse().ok())
+                    .expect("an id")
+            })
+            .collect();
+        let mut tries = 0usize;
+        let accepted = loop {
+            tries += 1;
+            let sent = http
+                .post(format!("{}/v1/events", apis[(n + tries) % apis.len()]))
+                .bearer_auth(&token)
+                .json(&session.batch())
+                .send()
+                .await;
+            if let Ok(answer) = sent
+                && answer.status() == reqwest::StatusCode::ACCEPTED
+            {
+                let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                let dropped: Vec<usize> = body["dropped"]
+                    .as_array()
+                    .map(|d| {
+                        d.iter()
+                            .filter_map(|x| x["index"].as_u64())
+                            .map(|i| i as usize)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                break Some(
+                    ids.iter()
+                        .enumerate()
+                        .filter(|(i, _)| !dropped.contains(i))
+                        .map(|(_, id)| *id)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if started.elapsed() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        match accepted {
+            Some(ids) => played.accepted.extend(ids),
+            None => played.unaccepted += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    played
+}
+
+/// Waits until `until` for every accepted event to reach ClickHouse, then
+/// counts those missing and those stored more than once.
+async fn player_events(env: &TestEnv, played: Played, report: &mut ChaosReport, until: Instant) {
+    report.player_events = played.accepted.len();
+    let accepted: std::collections::HashSet<Uuid> = played.accepted.iter().copied().collect();
+    let mut stored: HashMap<Uuid, usize> = HashMap::new();
+    loop {
+        stored.clear();
+        for id in env.stored_event_ids().await {
+            *stored.entry(id).or_default() += 1;
+        }
+        let all = accepted.iter().all(|id| stored.contains_key(id));
+        if all || Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    report.player_events_missing = accepted
+        .iter()
+        .filter(|id| !stored.contains_key(id))
+        .count();
+    report.player_events_doubled = stored.values().filter(|n| **n > 1).count();
+    if played.unaccepted > 0 {
+        report.findings.push(format!(
+            "{} player batches were never accepted",
+            played.unaccepted
+        ));
+    }
+    if report.player_events_missing > 0 {
+        report.findings.push(format!(
+            "{} accepted player events are not in ClickHouse",
+            report.player_events_missing
+        ));
+    }
+    if report.player_events_doubled > 0 {
+        report.findings.push(format!(
+            "{} player events are in ClickHouse more than once",
+            report.player_events_doubled
+        ));
+    }
+}
+
+/// A rollout to every device of a fleet, over the fault window: the
+/// scheduler's leader is killed under it, the broker, database and Redis
+/// go away under it. Its device timeout is longer than any fault, so each
+/// device must be asked exactly once and succeed.
+struct Fleet {
+    api: String,
+    admin: String,
+    rollout: String,
+    devices: usize,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    async fn call(&self, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let method = match body {
+            Some(_) => reqwest::Method::POST,
+            None => reqwest::Method::GET,
+        };
+        let (status, answer) =
+            call_json(&self.http, &self.api, method, Some(&self.admin), path, body).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// A firmware, its file through tus, `config.devices` devices and a
+    /// started rollout paced to last most of the fault window.
+    async fn start(env: &TestEnv, api: &str, config: &ChaosConfig) -> Self {
+        let mut fleet = Self {
+            api: api.to_owned(),
+            admin: env.token_with_role(Uuid::new_v4(), Role::Admin),
+            rollout: String::new(),
+            devices: config.devices,
+            http: reqwest::Client::new(),
+        };
+        let firmware = fleet
+            .call(
+                "/v1/fleet/firmware",
+                Some(serde_json::json!({
+                    "hardware_type": "audio_lock", "version": "2.0", "version_num": 2
+                })),
+            )
+            .await;
+        let id = firmware["id"].as_str().expect("an id").to_owned();
+        let file = crate::random_bytes(100_000);
+        let tus = Tus::new(api, fleet.admin.clone());
+        let metadata = firmware["upload"]["upload_metadata"]
+            .as_str()
+            .expect("metadata");
+        let upload = tus.create_with_metadata(file.len() as u64, metadata).await;
+        tus.upload_from(upload, &file, 0, file.len()).await;
+        let available = crate::wait_until(Duration::from_secs(60), || async {
+            fleet.call(&format!("/v1/fleet/firmware/{id}"), None).await["status"] == "available"
+        })
+        .await;
+        assert!(available, "the firmware is sealed");
+        let names: Vec<String> = (0..config.devices)
+            .map(|i| format!("chaos-{i:05}"))
+            .collect();
+        let service = env.token_with_role(Uuid::new_v4(), Role::Service);
+        for chunk in names.chunks(1000) {
+            let devices: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|d| serde_json::json!({ "external_id": d, "model": "v2" }))
+                .collect();
+            let (status, body) = call_json(
+                &fleet.http,
+                api,
+                reqwest::Method::POST,
+                Some(&service),
+                "/v1/fleet/devices",
+                Some(serde_json::json!({ "devices": devices })),
+            )
+            .await;
+            assert!(status.is_success(), "devices: {status} {body}");
+        }
+        let over = config.fault_window.as_secs_f64() * 0.7;
+        let rate = ((config.devices as f64 / over).ceil() as u32).max(1);
+        let rollout = fleet
+            .call(
+                "/v1/fleet/rollouts",
+                Some(serde_json::json!({
+                    "targets": [id],
+                    "devices": names,
+                    "waves": [10, 40, 50],
+                    "max_in_flight": 20,
+                    "rate_per_sec": rate,
+                    "device_timeout_secs": 3600,
+                })),
+            )
+            .await;
+        fleet.rollout = rollout["id"].as_str().expect("an id").to_owned();
+        fleet
+            .call(
+                &format!("/v1/fleet/rollouts/{}/start", fleet.rollout),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        fleet
+    }
+
+    /// Waits until `until` for the rollout to complete; counts what is not
+    /// exact.
+    async fn check(&self, backend: &FleetBackend, report: &mut ChaosReport, until: Instant) {
+        let path = format!("/v1/fleet/rollouts/{}", self.rollout);
+        let mut view = serde_json::Value::Null;
+        while Instant::now() < until {
+            let (status, answer) = call_json(
+                &self.http,
+                &self.api,
+                reqwest::Method::GET,
+                Some(&self.admin),
+                &path,
+                None,
+            )
+            .await;
+            if status.is_success() {
+                view = answer;
+                if view["state"] == "completed" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        report.rollout_devices = self.devices;
+        report.rollout_succeeded = view["counts"]["succeeded"].as_u64().unwrap_or(0) as usize;
+        let asked = backend.arrivals().len();
+        report.duplicate_update_requests =
+            asked.saturating_sub(self.devices) + backend.devices_with_several_keys().len();
+        let mut inexact = Vec::new();
+        if view["state"] != "completed" {
+            inexact.push(format!("it is {}", view["state"]));
+        }
+        if report.rollout_succeeded != self.devices {
+            inexact.push(format!("counts {}", view["counts"]));
+        }
+        if asked != self.devices {
+            inexact.push(format!("the backend was asked {asked} times"));
+        }
+        for several in backend.devices_with_several_keys() {
+            inexact.push(format!("{several} was asked under several keys"));
+        }
+        for violation in backend.violations() {
+            inexact.push(format!("fleet backend: {violation}"));
+        }
+        report.rollout_exact = inexact.is_empty();
+        for what in inexact {
+            report
+                .findings
+                .push(format!("rollout of {} devices: {what}", self.devices));
+        }
+    }
+}
+
+/// The devices the uploader registers, one per push provider.
+const PUSH_DEVICES: [(&str, &str); 3] = [
+    ("fcm", "chaos-fcm-device"),
+    (
+        "apns",
+        "c4a05d1e9b3f6a7288d1e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f",
+    ),
+    ("webhook", "chaos-webhook-device"),
+];
+
+/// Checks the pushes: each video that ended UPLOADED, READY or FAILED has
+/// a notification per device for that state, and each notification
+/// written reached its device's receiver and was taken (200) there, once
+/// or (a sender killed before it recorded the send) more.
+async fn pushes(env: &TestEnv, push: &PushReceivers, report: &mut ChaosReport, until: Instant) {
+    let pool = env.store.pool();
+    let unwritten: Vec<(Uuid, VideoStatus)> = sqlx::query_as(
+        "SELECT v.id, v.status FROM videos v WHERE v.status IN ('UPLOADED', 'READY', 'FAILED') \
+         AND (SELECT count(*) FROM notifications n WHERE n.video_id = v.id AND n.state = v.status) \
+             < (SELECT count(*) FROM devices d WHERE d.user_id = v.owner_id)",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("notifications");
+    for (id, status) in unwritten {
+        report.pushes_missing += 1;
+        report.findings.push(format!(
+            "video {id} is {status:?}, but not every device was to hear of it"
+        ));
+    }
+    loop {
+        let (pending,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM notifications WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await
+                .expect("notifications");
+        if pending == 0 || Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let due: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT n.id, n.status::text FROM notifications n ORDER BY n.created_at")
+            .fetch_all(pool)
+            .await
+            .expect("notifications");
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    for received in push.received() {
+        if received.answered == 200 {
+            *taken.entry(received.idempotency_key).or_default() += 1;
+        }
+    }
+    report.pushes_due = due.len();
+    for (id, status) in due {
+        match taken.get(&id.to_string()) {
+            None => {
+                report.pushes_missing += 1;
+                report.findings.push(format!(
+                    "notification {id} ({status}) never reached its device"
+                ));
+            }
+            Some(n) => report.duplicate_notifications += n - 1,
+        }
+    }
+    for violation in push.violations() {
+        report.findings.push(format!("push receiver: {violation}"));
+        report.pushes_missing += 1;
+    }
+}
+
+/// Every message in the dead-letter queues, read without taking it (the
+/// channel closes unacked, so each goes back).
+async fn dead_letters(env: &TestEnv) -> Vec<(String, lapin::BasicProperties)> {
+    let queues: std::collections::BTreeSet<String> = reelay_shared::queues(&env.topology)
+        .into_iter()
+        .filter_map(|spec| spec.dead_letter)
+        .collect();
+    let connection = reelay_shared::mq::connect(&env.amqp.url, "chaos-dlq")
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut found = Vec::new();
+    for queue in queues {
+        while let Some(message) = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .expect("basic.get")
+        {
+            found.push((queue.clone(), message.delivery.properties.clone()));
+        }
+    }
+    let _ = connection.close(200, "read".into()).await;
+    found
+}
+
 /// The run.
 pub async fn run(config: ChaosConfig) -> ChaosReport {
     let started = Instant::now();
@@ -530,10 +1060,29 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let env = TestEnv::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut services, urls) = Services::start(&env, config.real_services).await;
-    let (mut system, apis) = System::start(&env, &urls).await;
+    let push = PushReceivers::start().await;
+    let (mut system, apis, backend) = System::start(&env, &urls, &push, dir.path()).await;
+    let fleet = Fleet::start(&env, &apis[0], &config).await;
 
-    let files = make_files(&mut rng, dir.path(), config.uploads, config.max_size);
-    let token = env.token(Uuid::new_v4());
+    let files = make_files(&mut rng, dir.path(), &config);
+    let uploader = Uuid::new_v4();
+    let token = env.token(uploader);
+    // The uploader's phone, tablet and a webhook-pushed device.
+    for (platform, device) in PUSH_DEVICES {
+        let registered = reqwest::Client::new()
+            .post(format!("{}/v1/devices", apis[0]))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "platform": platform, "token": device }))
+            .send()
+            .await
+            .expect("POST /v1/devices");
+        assert_eq!(registered.status(), reqwest::StatusCode::CREATED);
+    }
+    // Two of the uploader's videos, watched all through the faults.
+    let watched = vec![
+        env.ready_video(uploader, 60_000).await,
+        env.ready_video(uploader, 60_000).await,
+    ];
     // Four clients: tuspy and tus-js-client, each on both api replicas.
     let mut groups: Vec<(&str, usize, Vec<serde_json::Value>)> = vec![
         ("tuspy", 0, vec![]),
@@ -587,6 +1136,13 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         })
     });
     let readers: Vec<_> = readers.collect();
+    let player = tokio::spawn(play(
+        apis.clone(),
+        token.clone(),
+        watched,
+        config.fault_window,
+        config.client_deadline,
+    ));
 
     // The faults, one at a time, at random moments over the window.
     let mut report = ChaosReport {
@@ -596,12 +1152,18 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         ..Default::default()
     };
     let gap = config.fault_window / (config.faults.max(1) as u32);
+    let mut kinds: Vec<&str> = Vec::new();
     for _ in 0..config.faults {
         tokio::time::sleep(gap.mul_f64(rng.random_range(0.3..1.0))).await;
         if readers.iter().any(|r| !r.is_finished()) {
             report.faults_during_uploads += 1;
         }
-        let kind = FAULTS[rng.random_range(0..FAULTS.len())];
+        // Every kind once, in a random order, then again.
+        if kinds.is_empty() {
+            kinds = FAULTS.to_vec();
+            kinds.shuffle(&mut rng);
+        }
+        let kind = kinds.pop().expect("refilled");
         let down = config.max_down.mul_f64(rng.random_range(0.2..1.0));
         // What was done, as it was done (a leader kill with no leader is a
         // worker's kill).
@@ -611,6 +1173,13 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
                 kill(&mut system.apis[i]).await;
                 tokio::time::sleep(down).await;
                 system.restart_api(&env, i).await;
+                kind
+            }
+            "kill fflow" => {
+                let i = rng.random_range(0..system.fflows.len());
+                kill(&mut system.fflows[i]).await;
+                tokio::time::sleep(down).await;
+                system.restart_fflow(&env, i).await;
                 kind
             }
             "kill worker" | "kill scheduler leader" => {
@@ -659,7 +1228,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let settle_until = Instant::now() + config.settle;
     let unsettled = loop {
         let open: Vec<(Uuid, VideoStatus)> = sqlx::query_as(
-            "SELECT id, status FROM videos WHERE status NOT IN ('UPLOADED', 'READY', 'FAILED', 'DELETED')",
+            // Every whole upload is encoded: UPLOADED is on the way (but
+            // for the firmware's file, which is sealed instead).
+            "SELECT id, status FROM videos WHERE status NOT IN ('READY', 'FAILED', 'DELETED') \
+             AND NOT (status = 'UPLOADED' AND firmware_id IS NOT NULL)",
         )
         .fetch_all(env.store.pool())
         .await
@@ -675,6 +1247,22 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             .findings
             .push(format!("video {id} is still {status:?} after settling"));
     }
+
+    // What follows waits for the system too: the rest of the settle
+    // window, and no less than half a minute.
+    let settle_until = settle_until.max(Instant::now() + Duration::from_secs(30));
+    // Every push due reaches its device.
+    pushes(&env, &push, &mut report, settle_until).await;
+
+    // Every player event the api accepted is in ClickHouse once.
+    let played = match player.await {
+        Ok(played) => played,
+        Err(e) => panic!("the player: {e}"),
+    };
+    player_events(&env, played, &mut report, settle_until).await;
+
+    // The rollout ends completed, each device asked once.
+    fleet.check(&backend, &mut report, settle_until).await;
 
     // Every byte, upload by upload.
     for file in &files {
@@ -706,7 +1294,24 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             .as_deref()
             .is_some_and(|e| e.starts_with("404") || e.starts_with("410"));
         match video {
-            Some(v) if matches!(v.status, VideoStatus::Uploaded | VideoStatus::Ready) => {
+            // Whole: its bytes are exactly the file's, whatever the encoders
+            // made of them. A real video must end READY; random bytes end
+            // FAILED with the encoder's reason (or READY, should ffmpeg
+            // find a stream in them).
+            Some(v) if v.sha256.is_some() && v.status != VideoStatus::Deleted => {
+                match (file.video, v.status) {
+                    (_, VideoStatus::Ready) => report.ready += 1,
+                    (false, VideoStatus::Failed) => report.refused_by_encoder += 1,
+                    (_, status) => {
+                        report.videos_not_ready += 1;
+                        report.findings.push(format!(
+                            "video {}: a {} ended {status:?} ({:?})",
+                            v.id,
+                            if file.video { "real video" } else { "file" },
+                            v.failure_reason
+                        ));
+                    }
+                }
                 let stored = env
                     .object_bytes(&env.storage.original_key(v.id))
                     .await
@@ -750,24 +1355,40 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     }
 
     // The system stops before the last checks: nothing writes meanwhile.
-    for child in system.apis.iter_mut().chain(system.workers.iter_mut()) {
+    for child in system
+        .apis
+        .iter_mut()
+        .chain(system.workers.iter_mut())
+        .chain(system.fflows.iter_mut())
+    {
         kill(child).await;
     }
     report.orphaned = open_multipart_uploads(&env).await;
-    let failed: (i64,) = sqlx::query_as("SELECT count(*) FROM videos WHERE status = 'FAILED'")
-        .fetch_one(env.store.pool())
-        .await
-        .expect("count");
-    let mut dead_letters = 0;
-    let queues: std::collections::BTreeSet<String> = reelay_shared::queues(&env.topology)
-        .into_iter()
-        .filter_map(|spec| spec.dead_letter)
-        .collect();
-    for dlq in queues {
-        dead_letters += env.queue_depth(&dlq).await;
-    }
-    if failed.0 == 0 {
-        report.unexplained_dead_letters = dead_letters;
+    // Each dead letter, one by one: a video's job is explained by its video
+    // having FAILED; nothing else is.
+    for (queue, properties) in dead_letters(&env).await {
+        report.dead_letters += 1;
+        let video = JobHeader::parse(&properties).map(|h| h.video);
+        let failed = match video {
+            Some(id) => env
+                .store
+                .video(id)
+                .await
+                .expect("database")
+                .is_some_and(|v| v.status == VideoStatus::Failed),
+            None => false,
+        };
+        if !failed {
+            report.unexplained_dead_letters += 1;
+            let what = match (video, FleetJob::parse(&properties)) {
+                (Some(id), _) => format!("a job of video {id}, which did not fail"),
+                (None, Some(job)) => format!("fleet job {job:?}"),
+                (None, None) => "an unrecognised message".into(),
+            };
+            report
+                .findings
+                .push(format!("dead letter in {queue}: {what}"));
+        }
     }
     let live = env.projections_snapshot().await;
     env.rebuild_projections().await;

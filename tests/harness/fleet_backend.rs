@@ -66,6 +66,9 @@ struct Books {
     reported: usize,
 }
 
+/// How long a device's report is retried.
+const REPORT_FOR: Duration = Duration::from_secs(300);
+
 struct Inner {
     secret: String,
     api: String,
@@ -300,7 +303,10 @@ async fn update(
                 // the report's fate.
                 inner.books.lock().unwrap().in_flight.remove(&update_id);
                 let report = json!({ "reports": [{ "device": device, "component": component, "version": version }] });
-                for _ in 0..20 {
+                // As the real backend does: until the api takes it (an
+                // api replica restarting, its database away).
+                let until = Instant::now() + REPORT_FOR;
+                while Instant::now() < until {
                     let sent = inner
                         .http
                         .post(format!("{}/v1/fleet/reports", inner.api))
@@ -312,7 +318,7 @@ async fn update(
                         inner.books.lock().unwrap().reported += 1;
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             });
             (StatusCode::OK, json!({ "accepted": true }).to_string())

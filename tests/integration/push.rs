@@ -438,3 +438,28 @@ async fn a_scheduler_killed_mid_dispatch_sends_no_duplicate_under_another_key() 
     );
     stage.worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_appended_with_the_creation_still_notify_the_owner() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let owner = Uuid::new_v4();
+    let devices = Devices {
+        api: api.address.clone(),
+        token: env.token(owner),
+    };
+    assert_eq!(
+        devices.register("webhook", "one-append").await.0,
+        StatusCode::CREATED
+    );
+    // Created, Uploaded, …, Ready in one append.
+    let video = env.ready_video(owner, 1000).await;
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT state::text FROM notifications WHERE video_id = $1 ORDER BY event_seq",
+    )
+    .bind(video)
+    .fetch_all(env.store.pool())
+    .await
+    .expect("notifications");
+    assert_eq!(states, ["UPLOADED", "READY"]);
+}

@@ -203,13 +203,22 @@ impl Aggregate for VideoAggregate {
         seq: i64,
         at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let owner = match event {
-            VideoEvent::Created { owner_id, .. } => Some(*owner_id),
-            _ => before.video.as_ref().map(|v| v.owner_id),
+        let Some(state) = event.status_after().filter(|s| s.is_notified()) else {
+            return Ok(());
         };
-        if let (Some(owner), Some(state)) = (owner, event.status_after())
-            && state.is_notified()
-        {
+        let owner = match (event, &before.video) {
+            (VideoEvent::Created { owner_id, .. }, _) => Some(*owner_id),
+            (_, Some(v)) => Some(v.owner_id),
+            // Created earlier in this same append (`before` is the state
+            // before all of it): its row is applied already.
+            (_, None) => {
+                sqlx::query_scalar("SELECT owner_id FROM videos WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+        };
+        if let Some(owner) = owner {
             push::enqueue(conn, owner, id, seq, state, at).await?;
         }
         Ok(())
