@@ -11,6 +11,9 @@ use object_store::{
 
 use crate::{config::S3Config, presign::Presigner};
 
+/// How long [`Storage::reachable`] waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An S3 step that kept failing past its retries.
 #[derive(Debug, thiserror::Error)]
 #[error("S3 {step} failed: {source}")]
@@ -18,13 +21,6 @@ pub struct StorageError {
     pub step: &'static str,
     #[source]
     pub source: object_store::Error,
-}
-
-impl StorageError {
-    /// Whether S3 was away rather than refusing: see [`unavailable`].
-    pub fn unavailable(&self) -> bool {
-        unavailable(&self.source)
-    }
 }
 
 /// Whether `e` says S3 was away, not that it refused: a connection that
@@ -35,6 +31,9 @@ impl StorageError {
 /// apart counts as an outage: waiting it out loses nothing.
 pub fn unavailable(e: &object_store::Error) -> bool {
     use object_store::Error as E;
+    if says_transient(e) {
+        return true;
+    }
     match e {
         E::NotFound { .. }
         | E::AlreadyExists { .. }
@@ -47,6 +46,30 @@ pub fn unavailable(e: &object_store::Error) -> bool {
         E::Generic { .. } => status(e).is_none_or(|s| s >= 500 || s == 408 || s == 429),
         _ => true,
     }
+}
+
+/// S3's error codes that mean "try again" whatever their status: a 400
+/// for a body that stopped coming (a connection broken mid-part), a
+/// throttle, S3's own trouble.
+const TRANSIENT_CODES: [&str; 5] = [
+    "<Code>RequestTimeout</Code>",
+    "<Code>IncompleteBody</Code>",
+    "<Code>SlowDown</Code>",
+    "<Code>InternalError</Code>",
+    "<Code>ServiceUnavailable</Code>",
+];
+
+/// Whether the chain's text carries one of [`TRANSIENT_CODES`].
+fn says_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut link = Some(e);
+    while let Some(error) = link {
+        let text = error.to_string();
+        if TRANSIENT_CODES.iter().any(|code| text.contains(code)) {
+            return true;
+        }
+        link = error.source();
+    }
+    false
 }
 
 /// The HTTP status S3 answered a failed request with, if it answered:
@@ -137,6 +160,18 @@ impl Storage {
         deleted
     }
 
+    /// Whether S3 answers at all now (a HEAD of a key that need not
+    /// exist: "not found" is an answer).
+    pub async fn reachable(&self) -> bool {
+        use object_store::ObjectStoreExt;
+        let probe = Path::from(format!("{}.probe", self.prefix));
+        match tokio::time::timeout(PROBE_TIMEOUT, self.s3.head(&probe)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => !unavailable(&e),
+            Err(_) => false,
+        }
+    }
+
     pub fn path(key: &str) -> Path {
         Path::from(key)
     }
@@ -180,8 +215,11 @@ mod tests {
         ] {
             assert!(unavailable(&generic(Answered(away))), "{away}");
         }
+        assert!(unavailable(&generic(Answered(
+            "Server returned non-2xx status code: 400 Bad Request: <Error><Code>RequestTimeout</Code></Error>"
+        ))));
         for refusal in [
-            "Server returned non-2xx status code: 400 Bad Request: EntityTooSmall",
+            "Server returned non-2xx status code: 400 Bad Request: <Code>EntityTooSmall</Code>",
             "Server returned non-2xx status code: 416 Range Not Satisfiable: ",
         ] {
             assert!(!unavailable(&generic(Answered(refusal))), "{refusal}");

@@ -99,6 +99,7 @@ impl Worker {
                 fflow,
                 limiter,
                 http: reqwest::Client::new(),
+                s3_strikes: Default::default(),
             }),
             topology,
             http,
@@ -161,14 +162,19 @@ impl Worker {
     }
 
     async fn consume_until_stopped(&self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = RECONNECT_FIRST;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
+            let started = tokio::time::Instant::now();
             match run_connection(&self.context, &self.topology, stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    // A connection that ran a while had a new failure.
+                    if started.elapsed() >= HEALTHY_RUN {
+                        backoff = RECONNECT_FIRST;
+                    }
                     tracing::warn!(
                         error = format!("{e:#}"),
                         retry_in_ms = backoff.as_millis() as u64,
@@ -178,9 +184,52 @@ impl Worker {
                         () = tokio::time::sleep(backoff) => {}
                         () = stopped(stop.clone()) => return Ok(()),
                     }
+                    // Each restart returns every unacked message, and a
+                    // quorum queue counts that as a delivery (50 of them
+                    // dead-letter it): take deliveries again only once what
+                    // they need answers, however long an outage lasts.
+                    if !wait_for_dependencies(&self.context, stop.clone()).await {
+                        return Ok(());
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+}
+
+/// The first pause before reconnecting, and how long a connection must
+/// have run for its failure to start the backoff over.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Waits until PostgreSQL and S3 both answer (checked every few seconds,
+/// logged while they don't); false when the worker is stopping instead.
+async fn wait_for_dependencies(ctx: &Context, stop: watch::Receiver<bool>) -> bool {
+    let mut waited = 0u32;
+    loop {
+        let database = sqlx::query("SELECT 1")
+            .execute(ctx.store.pool())
+            .await
+            .is_ok();
+        let s3 = database && ctx.storage.reachable().await;
+        if database && s3 {
+            if waited > 0 {
+                tracing::info!("PostgreSQL and S3 answer again; taking deliveries");
+            }
+            return true;
+        }
+        if waited.is_multiple_of(10) {
+            tracing::warn!(
+                postgres = database,
+                s3,
+                "waiting for PostgreSQL and S3 before taking deliveries again"
+            );
+        }
+        waited += 1;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = stopped(stop.clone()) => return false,
         }
     }
 }

@@ -4,10 +4,14 @@ pub mod engagement;
 pub mod fleet;
 pub mod video;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use reelay_shared::{
-    mq::Publisher, ratelimit::RateLimiter, retry::RetryPolicy, storage::Storage, store::Store,
+    VideoId, mq::Publisher, ratelimit::RateLimiter, retry::RetryPolicy, storage::Storage,
+    store::Store,
 };
 
 use crate::config::WorkerConfig;
@@ -28,11 +32,32 @@ pub struct Context {
     /// Rate limits shared with every other worker (fleet update requests).
     pub limiter: RateLimiter,
     pub http: reqwest::Client,
+    /// Uploads whose S3 step failed in a way that looked like an outage
+    /// while S3 answered a probe, and how often: across restarts of the
+    /// consumers, so an error S3 repeats is not waited out forever.
+    pub s3_strikes: Mutex<HashMap<VideoId, u32>>,
 }
+
+/// How often an upload's S3 step may fail while S3 answers before the
+/// failure counts as S3 refusing it.
+pub const S3_STRIKES: u32 = 3;
 
 impl Context {
     /// Backoff for each S3 step (`REELAY_S3_RETRIES`).
     pub fn retry(&self) -> RetryPolicy {
         self.config.s3_retry.policy()
+    }
+
+    /// Counts one more unexplained S3 failure of `video`; how many so far.
+    pub fn s3_strike(&self, video: VideoId) -> u32 {
+        let mut strikes = self.s3_strikes.lock().expect("not poisoned");
+        let n = strikes.entry(video).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Forgets `video`'s strikes (its upload ended).
+    pub fn s3_forgive(&self, video: VideoId) {
+        self.s3_strikes.lock().expect("not poisoned").remove(&video);
     }
 }

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     consumer::{Acker, Outcome, delivered, stopped, subscribe},
-    jobs::Context,
+    jobs::{Context, S3_STRIKES},
 };
 
 /// How long a finished upload waits for its last chunks to reach fflow.
@@ -205,6 +205,7 @@ impl<'a> Shard<'a> {
                 complete: true,
             }) => {
                 tracing::info!("upload stored");
+                self.ctx.s3_forgive(video);
                 let (forwarder, firmware) = match self.uploads.remove(&video) {
                     Some(mut upload) => (upload.forwarder.take(), upload.firmware()),
                     None => (None, None),
@@ -232,14 +233,20 @@ impl<'a> Shard<'a> {
             let held = self.release(video);
             return Ok(self.acker.settle(held, &Outcome::Done).await?);
         }
+        // S3 away says nothing about the upload: its chunks stay in the
+        // broker and it starts over from committed state (as below), once
+        // S3 answers again. Failing while S3 answers, again and again, is
+        // S3 refusing this upload after all.
+        if let StepError::Storage { source, .. } = &error
+            && storage::unavailable(source)
+            && (!self.ctx.storage.reachable().await || self.ctx.s3_strike(video) < S3_STRIKES)
+        {
+            tracing::warn!(reason = %error, "S3 unavailable; starting over from committed state");
+            return Err(anyhow::Error::new(error).context(format!("upload {video}")));
+        }
         match error {
-            // S3 away says nothing about the upload: its chunks stay in the
-            // broker and it starts over from committed state, as below.
-            StepError::Storage { ref source, .. } if storage::unavailable(source) => {
-                tracing::warn!(reason = %error, "S3 unavailable; starting over from committed state");
-                Err(anyhow::Error::new(error).context(format!("upload {video}")))
-            }
             StepError::Storage { .. } | StepError::Corrupt(_) => {
+                self.ctx.s3_forgive(video);
                 let reason = error.to_string();
                 tracing::error!(reason = %reason, "upload failed");
                 self.ctx
