@@ -375,6 +375,33 @@ pub async fn poster(source: &Path, into: &Path, probe: &Probe) -> Result<(), Str
     Ok(())
 }
 
+/// Why an encode did not end with its renditions stored.
+#[derive(Debug)]
+pub enum Failure {
+    /// The file (ffmpeg's words, or our checks'), or S3 refusing: the
+    /// video fails.
+    Refused(String),
+    /// S3 was away past the retries: worth asking again.
+    S3Away(String),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self::Refused(reason)
+    }
+}
+
+impl Failure {
+    /// `what` failed with S3's `error`: away or refused, as it says.
+    pub fn s3(what: impl std::fmt::Display, error: &object_store::Error) -> Self {
+        let reason = format!("{what}: {error}");
+        match reelay_shared::storage::unavailable(error) {
+            true => Self::S3Away(reason),
+            false => Self::Refused(reason),
+        }
+    }
+}
+
 /// Puts every file of `out` under the video's stream prefix and the poster
 /// at its key, a few at once; describes what is where.
 #[allow(clippy::too_many_arguments)]
@@ -386,7 +413,7 @@ pub async fn store(
     poster: &Path,
     probe: &Probe,
     rungs: &[u32],
-) -> Result<Encoded, String> {
+) -> Result<Encoded, Failure> {
     let prefix = storage.stream_prefix(video);
     let mut files = Vec::new();
     let mut entries = tokio::fs::read_dir(out)
@@ -414,7 +441,7 @@ pub async fn store(
                 })
                 .await
                 .map(drop)
-                .map_err(|e| format!("storing {key}: {e}"))
+                .map_err(|e| Failure::s3(format_args!("storing {key}"), &e))
         })
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()

@@ -45,6 +45,7 @@ use tracing::Instrument;
 
 use crate::{
     config::FflowConfig,
+    encode::Failure,
     sessions::{Session, SessionError, Sessions},
 };
 
@@ -392,10 +393,15 @@ async fn run(replica: Arc<Replica>, session: Arc<Session>, source: Source) {
             );
             EncodeState::Done { result }
         }
-        Err(reason) => {
+        Err(Failure::Refused(reason)) => {
             metrics::counter!("reelay_fflow_encodes_total", "outcome" => "failed").increment(1);
             tracing::warn!(reason, "encode failed");
             EncodeState::Failed { reason }
+        }
+        Err(Failure::S3Away(reason)) => {
+            metrics::counter!("reelay_fflow_encodes_total", "outcome" => "s3_away").increment(1);
+            tracing::warn!(reason, "S3 was away; the encode may be asked again");
+            EncodeState::Unavailable { reason }
         }
     };
     session.holds_files.store(false, Ordering::Relaxed);
@@ -408,7 +414,7 @@ async fn encode_session(
     replica: &Replica,
     session: &Session,
     source: Source,
-) -> Result<reelay_shared::video::fflow::Encoded, String> {
+) -> Result<reelay_shared::video::fflow::Encoded, Failure> {
     if source == Source::S3 {
         download_original(replica, session).await?;
     }
@@ -442,9 +448,10 @@ async fn encode_session(
 }
 
 /// The fallback: the original from S3 instead of glued chunks.
-async fn download_original(replica: &Replica, session: &Session) -> Result<(), String> {
+async fn download_original(replica: &Replica, session: &Session) -> Result<(), Failure> {
+    const WHAT: &str = "reading the original from S3";
     let key = ObjectPath::from(replica.storage.original_key(session.video));
-    let failed = |e: &dyn std::fmt::Display| format!("reading the original from S3: {e}");
+    let failed = |e: &dyn std::fmt::Display| Failure::Refused(format!("{WHAT}: {e}"));
     tokio::fs::create_dir_all(&session.dir)
         .await
         .map_err(|e| failed(&e))?;
@@ -455,10 +462,10 @@ async fn download_original(replica: &Replica, session: &Session) -> Result<(), S
         .retry
         .run("get_original", || replica.storage.s3.get(&key))
         .await
-        .map_err(|e| failed(&e))?
+        .map_err(|e| Failure::s3(WHAT, &e))?
         .into_stream();
     while let Some(bytes) = stream.next().await {
-        file.write_all(&bytes.map_err(|e| failed(&e))?)
+        file.write_all(&bytes.map_err(|e| Failure::s3(WHAT, &e))?)
             .await
             .map_err(|e| failed(&e))?;
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use reelay_shared::{VideoId, VideoStatus, video::routing};
-use reelay_tests::{TestEnv, TestFflow, client::Tus, media::Sample, wait_until};
+use reelay_tests::{TestEnv, TestFflow, client::Tus, media::Sample, proxy::Proxy, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -354,4 +354,49 @@ async fn two_uploads_at_once_land_on_different_replicas() {
     assert_ne!(replicas.0, replicas.1, "one upload a replica");
     let ours: Vec<&str> = stage.fflows.iter().map(|f| f.address.as_str()).collect();
     assert!(ours.contains(&replicas.0.as_str()) && ours.contains(&replicas.1.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_away_from_the_encoder_delays_the_video_but_does_not_fail_it() {
+    let env = TestEnv::new().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s3 = Proxy::start("127.0.0.1:3900").await;
+    let mut config = env.fflow_config("r1", dir.path());
+    config.s3.endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let (mut replica, fflow) = env.spawn_fflow_process_with(&config).await;
+    let _worker = env
+        .spawn_worker_with(env.worker_config_with_fflow(std::slice::from_ref(&fflow.base)))
+        .await;
+    let api = env.spawn_api().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let data = Sample::FastStart.make(dir.path(), 2);
+
+    // The encoder can't store its renditions, then can't read the original.
+    s3.cut().await;
+    let id = tus.create(data.len() as u64).await;
+    tus.upload_from(id, &data, 0, data.len()).await;
+    let met_outage = wait_until(Duration::from_secs(60), || async {
+        reqwest::get(format!("{}/metrics", fflow.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .is_ok_and(|m| m.contains("reelay_fflow_encodes_total{outcome=\"s3_away\"}"))
+    })
+    .await;
+    assert!(met_outage, "an encode met S3 away");
+    let video = env.video(id).await;
+    assert_ne!(
+        video.status,
+        VideoStatus::Failed,
+        "{:?}",
+        video.failure_reason
+    );
+
+    s3.restore().await;
+    env.wait_for_status(id, VideoStatus::Ready, Duration::from_secs(90))
+        .await;
+    let history = env.store.events(id).await.expect("history");
+    assert!(history.iter().all(|e| e.kind != "failed"), "never failed");
+    replica.start_kill().expect("stop the replica");
 }

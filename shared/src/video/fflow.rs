@@ -71,6 +71,11 @@ pub enum EncodeState {
     Failed {
         reason: String,
     },
+    /// S3 was away past the retries (reading the original, storing the
+    /// renditions): nothing is wrong with the video; ask again later.
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// What a finished encode put in S3.

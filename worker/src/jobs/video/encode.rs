@@ -86,6 +86,7 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Outcome
         started(ctx, video, &current, source, tried > 1).await?;
         match follow(ctx, fflow, video, &current, source).await? {
             Followed::Finished => return Ok(Outcome::Done),
+            Followed::S3Away => return Ok(Outcome::RetryLater(S3_AWAY_RETRY)),
             Followed::Lost => {
                 tracing::warn!(fflow = %current, "the replica went away mid-encode; moving to another");
                 address = start_anywhere(fflow, video, size, Some(&current)).await;
@@ -129,7 +130,12 @@ async fn start_anywhere(
 enum Followed {
     Finished,
     Lost,
+    /// S3 was away: the job comes back after [`S3_AWAY_RETRY`].
+    S3Away,
 }
+
+/// How long an encode that met S3 away waits before it is asked again.
+const S3_AWAY_RETRY: Duration = Duration::from_secs(15);
 
 /// Polls the replica until the encode ends, recording progress in steps.
 async fn follow(
@@ -185,6 +191,14 @@ async fn follow(
                 fflow.drop_session(address, video).await;
                 fflow.forget_route(video).await;
                 return Ok(Followed::Finished);
+            }
+            // Nothing wrong with the video: a later attempt starts afresh
+            // from the original in S3.
+            EncodeState::Unavailable { reason } => {
+                tracing::warn!(reason, "S3 was away during the encode; asking again later");
+                fflow.drop_session(address, video).await;
+                fflow.forget_route(video).await;
+                return Ok(Followed::S3Away);
             }
         }
         // Deleted meanwhile: stop the encode; the delete job cleans up.
