@@ -105,6 +105,7 @@ impl Scheduler {
             rules: config.rules,
             replica: config.replica.clone(),
             http: reqwest::Client::new(),
+            suspects: Default::default(),
         };
         let topology = Topology::new(&config.amqp);
         let publisher = Arc::new(Publisher::new(

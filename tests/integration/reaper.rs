@@ -214,6 +214,71 @@ async fn a_deleted_video_whose_delete_job_died_is_swept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_a_worker_holds_after_a_long_outage_are_not_taken_for_lost() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let data = random_bytes(6 * MIB);
+    let id = tus.create(data.len() as u64).await;
+    tus.upload_from(id, &data[..3 * MIB], 0, MIB).await;
+
+    // A consumer holds the chunks unacked, as a worker does that took them
+    // as soon as the broker and the database were back: nothing is ready
+    // in the shard.
+    use futures_util::StreamExt;
+    let queue = env.topology.chunk_queue_of(id);
+    let holder = reelay_shared::mq::connect(&env.amqp.url, "holder")
+        .await
+        .expect("broker");
+    let channel = holder.create_channel().await.expect("channel");
+    let mut held = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "holder".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    held.next().await.expect("a chunk").expect("delivered");
+    let all_held = wait_until(Duration::from_secs(10), || async {
+        env.queue_depth(&queue).await == 0
+    })
+    .await;
+    assert!(all_held, "nothing ready");
+
+    // The upload made no progress for longer than the stall timeout (the
+    // outage), and the reaper is back.
+    let mut config = env.scheduler_config();
+    config.rules.stall_timeout = Duration::from_secs(6);
+    tokio::time::sleep(config.rules.stall_timeout + Duration::from_millis(500)).await;
+    let _scheduler = env.spawn_scheduler(config).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rewound = |events: &[reelay_shared::store::RecordedEvent]| {
+        events.iter().any(|e| e.kind == "received_rewound")
+    };
+    assert!(
+        !rewound(&env.store.events(id).await.expect("history")),
+        "the offset stays while the chunks are held"
+    );
+
+    // The worker gets them and stores them: nothing was lost.
+    let _ = holder.close(200, "done".into()).await;
+    let _worker = env.spawn_worker().await;
+    let stored = wait_until(Duration::from_secs(20), || async {
+        env.video(id).await.stored() == 3 * MIB as u64
+    })
+    .await;
+    assert!(stored, "the held chunks were stored");
+    assert_eq!(tus.offset(id).await, 3 * MIB as u64);
+    tus.upload_from(id, &data, 3 * MIB, MIB).await;
+    env.wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(30))
+        .await;
+    assert_eq!(env.original_sha256(id).await, sha256_hex(&data));
+    assert!(!rewound(&env.store.events(id).await.expect("history")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_whose_bytes_were_lost_resumes_and_ends_byte_identical() {
     let env = TestEnv::new().await;
     let api = env.spawn_api().await;

@@ -15,12 +15,17 @@
 //! - LOADING videos with bytes the api confirmed but no worker stored, and
 //!   no progress for the stall timeout: checked against S3 (the object may
 //!   be whole: then UPLOADED) and the broker (chunks still queued: workers
-//!   are behind, left alone); otherwise the confirmed bytes were lost
-//!   (dead-lettered) and the offset goes back to what is durable, so the
-//!   client's next HEAD resumes from there. Either way nothing stays stuck:
+//!   are behind, left alone); otherwise, once the reaper has watched it
+//!   stay so for another stall timeout (a worker may hold the chunks
+//!   unacked, which the broker does not count as queued), the confirmed
+//!   bytes were lost (dead-lettered) and the offset goes back to what is
+//!   durable, so the client's next HEAD resumes from there. Either way nothing stays stuck:
 //!   a client that never comes back is expired like any other.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -104,6 +109,9 @@ pub struct Reaper {
     pub replica: String,
     /// Tells fflow replicas to drop the sessions of reaped uploads.
     pub http: reqwest::Client,
+    /// Stalled uploads seen with nothing queued, by what they had stored
+    /// and when this reaper first saw them so; see [`Reaper::stall_confirmed`].
+    pub suspects: std::sync::Mutex<HashMap<VideoId, (u64, Instant)>>,
 }
 
 /// How an item ended.
@@ -450,6 +458,13 @@ impl Reaper {
             );
             return Ok(Step::Waiting);
         }
+        // Nothing ready in the shard is not nothing in flight: a worker may
+        // hold the chunks unacked (right after an outage longer than the
+        // stall timeout, every upload looks stalled). Only a stall that
+        // this reaper watched last a whole stall timeout is a loss.
+        if !self.stall_confirmed(id, video.stored()) {
+            return Ok(Step::Waiting);
+        }
         let rewound = self
             .store
             .append(id, |current| {
@@ -478,6 +493,26 @@ impl Reaper {
             }
             None => Ok(Step::Nothing),
         }
+    }
+
+    /// Whether `id` has been seen stalled at `stored` bytes, with nothing
+    /// queued, for a whole stall timeout of this reaper's own watch (a new
+    /// leader watches afresh). Forgets what it saw long ago.
+    fn stall_confirmed(&self, id: VideoId, stored: u64) -> bool {
+        let now = Instant::now();
+        let window = self.rules.stall_timeout;
+        let mut suspects = self.suspects.lock().expect("not poisoned");
+        suspects.retain(|_, (_, since)| now.duration_since(*since) < window * 3);
+        let (seen_at, since) = suspects.entry(id).or_insert((stored, now));
+        if *seen_at != stored {
+            *seen_at = stored;
+            *since = now;
+        }
+        let confirmed = now.duration_since(*since) >= window;
+        if confirmed {
+            suspects.remove(&id);
+        }
+        confirmed
     }
 
     /// Messages ready in the shard queue that carries `id`'s chunks.
