@@ -568,8 +568,15 @@ pub async fn command(state: &AppState, id: RolloutId, command: Command) -> ApiRe
     let withdraw: Vec<FleetJob> = cancelled.into_iter().map(FleetJob::Cancel).collect();
     jobs::enqueue(tx.conn(), &withdraw).await?;
     tx.commit().await?;
-    if let Err(e) = jobs::relay(state.store.pool(), &state.publisher).await {
-        tracing::warn!(error = %e, "cancel jobs wait in the outbox for the rollout driver");
+    if !withdraw.is_empty() {
+        // In the background: the answer does not wait on the broker, and
+        // the rollout driver's next pass relays whatever this does not.
+        let (pool, publisher) = (state.store.pool().clone(), state.publisher.clone());
+        tokio::spawn(async move {
+            if let Err(e) = jobs::relay(&pool, &publisher).await {
+                tracing::warn!(error = %e, "cancel jobs wait in the outbox for the rollout driver");
+            }
+        });
     }
     tracing::info!(rollout.id = %id, ?command, "rollout command");
     state

@@ -36,6 +36,8 @@ use serde::Serialize;
 
 use crate::lease::Lease;
 
+/// How long one relay of the fleet outbox may take.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Updates released per transaction (then their jobs are relayed).
 const RELEASE_CHUNK: i64 = 200;
 
@@ -79,14 +81,7 @@ impl Driver {
     pub async fn pass(&self, lease: &Lease, margin: Duration) -> Driven {
         let mut driven = Driven::default();
         // Jobs a writer committed but died before publishing.
-        match jobs::relay(self.store.pool(), &self.publisher).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "relayed fleet jobs left in the outbox"),
-            Err(e) => {
-                tracing::warn!(error = %e, "the fleet outbox could not be relayed");
-                driven.errors += 1;
-            }
-        }
+        self.relay(&mut driven).await;
         let rollouts: Result<Vec<Rollout>, _> = sqlx::query_as(
             "SELECT * FROM rollouts WHERE state IN ('running', 'paused') ORDER BY created_at",
         )
@@ -181,7 +176,7 @@ impl Driver {
                 tracing::info!(update.id = %id, attempt, retried = retry_at.is_some(), "device update timed out");
             }
         }
-        jobs::relay(self.store.pool(), &self.publisher).await?;
+        self.relay(driven).await;
         Ok(())
     }
 
@@ -374,11 +369,29 @@ impl Driver {
             let jobs: Vec<FleetJob> = released.iter().map(|id| FleetJob::Update(*id)).collect();
             jobs::enqueue(tx.conn(), &jobs).await?;
             tx.commit().await?;
-            jobs::relay(self.store.pool(), &self.publisher).await?;
             driven.released += released.len() as u32;
+            self.relay(driven).await;
             room -= released.len() as i64;
         }
         Ok(())
+    }
+
+    /// Publishes what waits in the fleet outbox, within [`RELAY_TIMEOUT`]
+    /// (a broker that blocks publishers must not hold the pass). What it
+    /// could not publish stays for the next pass.
+    async fn relay(&self, driven: &mut Driven) {
+        let relayed = tokio::time::timeout(
+            RELAY_TIMEOUT,
+            jobs::relay(self.store.pool(), &self.publisher),
+        )
+        .await;
+        let error = match relayed {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::warn!(error, "fleet jobs wait in the outbox for the next pass");
+        driven.errors += 1;
     }
 
     /// Sets the fleet gauges: devices per version, rollouts per state.

@@ -120,7 +120,13 @@ pub async fn relay(pool: &sqlx::PgPool, publisher: &Publisher) -> Result<usize, 
         }
         let jobs: Vec<FleetJob> = rows
             .iter()
-            .filter_map(|(_, kind, id)| FleetJob::of(kind, *id))
+            .filter_map(|(seq, kind, id)| {
+                let job = FleetJob::of(kind, *id);
+                if job.is_none() {
+                    tracing::error!(seq, kind, "an unknown fleet job in the outbox; dropped");
+                }
+                job
+            })
             .collect();
         publisher.publish_fleet_jobs(&jobs).await?;
         let seqs: Vec<i64> = rows.iter().map(|(seq, _, _)| *seq).collect();

@@ -12,7 +12,10 @@
 use std::time::Duration;
 
 use reelay_shared::{
-    fleet::{FirmwareStatus, UpdateEvent, UpdateId, UpdateRejection, UpdateState, jobs::FleetJob},
+    fleet::{
+        FirmwareStatus, UpdateEvent, UpdateId, UpdateRejection, UpdateState,
+        jobs::{self, FleetJob},
+    },
     retry::RetryPolicy,
     signing,
 };
@@ -232,9 +235,12 @@ async fn withdraw_if_ended(ctx: &Context, id: UpdateId) -> anyhow::Result<()> {
     }
     tracing::info!(update.id = %id, "an update ended while it was sent; withdrawing it");
     if !matches!(cancel(ctx, id, 0).await?, Outcome::Done) {
-        ctx.publisher
-            .publish_fleet_job(FleetJob::Cancel(id))
-            .await?;
+        // Through the outbox: written before it is published, so a failed
+        // publish leaves it to the rollout driver's next pass.
+        let mut conn = ctx.store.pool().acquire().await?;
+        jobs::enqueue(&mut conn, &[FleetJob::Cancel(id)]).await?;
+        drop(conn);
+        jobs::relay(ctx.store.pool(), &ctx.publisher).await?;
     }
     Ok(())
 }
