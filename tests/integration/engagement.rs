@@ -13,7 +13,7 @@ use std::{
 
 use chrono::{TimeDelta, Utc};
 use reelay_api::auth::Role;
-use reelay_shared::VideoId;
+use reelay_shared::{VideoId, engagement::SettingsId};
 use reelay_tests::{
     TestApi, TestEnv, TestWorker, client::call_json, engagement::Session, proxy::Proxy, wait_until,
 };
@@ -545,6 +545,44 @@ async fn bookmarks_comments_and_the_owners_switches() {
     assert_eq!(
         (&shown["comments"], &shown["reactions_enabled"]),
         (&json!(1), &json!(false))
+    );
+
+    // A deleted video's switches are gone with it: 410, nothing recorded.
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            Some(&owner_token),
+            &format!("/v1/videos/{first}"),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "deleted: {status}");
+    let settings = SettingsId::of(first);
+    let events = app
+        .env
+        .store
+        .history(settings)
+        .await
+        .expect("history")
+        .len();
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            Some(&owner_token),
+            &switches,
+            Some(json!({ "comments": true, "reactions": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(
+        app.env
+            .store
+            .history(settings)
+            .await
+            .expect("history")
+            .len(),
+        events,
+        "nothing recorded"
     );
 }
 

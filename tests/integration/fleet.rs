@@ -668,6 +668,37 @@ async fn update_jobs_a_dead_leader_could_not_publish_are_sent_by_the_next_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_named_query_is_shown_like_any_other() {
+    let fleet = Fleet::start_with(Duration::from_millis(20), false).await;
+    let (status, body) = fleet
+        .post(
+            &fleet.service,
+            "/v1/fleet/devices",
+            json!({ "devices": [{ "external_id": "query", "model": "v2" }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, device) = fleet.get(&fleet.service, "/v1/fleet/devices/query").await;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["external_id"], "query");
+    let (status, history) = fleet
+        .get(&fleet.service, "/v1/fleet/devices/query/events")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(history["external_id"], "query");
+    // The bulk lookup on the same path still answers its POST.
+    let (status, found) = fleet
+        .post(
+            &fleet.service,
+            "/v1/fleet/devices/query",
+            json!({ "external_ids": ["query"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["devices"][0]["model"], "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_device_times_out_and_is_retried_and_one_that_stays_silent_fails() {
     let fleet = Fleet::start(Duration::from_millis(20)).await;
     let devices = fleet.devices("quiet", 6, "iot").await;

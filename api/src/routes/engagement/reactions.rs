@@ -7,7 +7,10 @@ use axum::{
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
-use reelay_shared::engagement::{Reaction, queries::Engagement};
+use reelay_shared::{
+    VideoStatus,
+    engagement::{Reaction, queries::Engagement},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -17,8 +20,8 @@ use crate::{
     auth::{AuthUser, Person},
     cursor,
     engagement::{self, set_switches},
-    error::{ApiResult, JsonBody, QueryParams},
-    openapi::{BadRequest, Forbidden, Locked, NotFound, TooLarge},
+    error::{ApiError, ApiResult, JsonBody, QueryParams},
+    openapi::{BadRequest, Forbidden, Gone, Locked, NotFound, TooLarge},
     state::AppState,
     video::owned_video,
 };
@@ -104,7 +107,7 @@ struct Switches {
     request_body = Switches,
     responses(
         (status = 200, description = "The video's counts and switches", body = Engagement),
-        BadRequest, Forbidden, NotFound, TooLarge, Locked,
+        BadRequest, Forbidden, NotFound, Gone, TooLarge, Locked,
     ))]
 async fn switches(
     State(state): State<AppState>,
@@ -113,6 +116,9 @@ async fn switches(
     JsonBody(body): JsonBody<Switches>,
 ) -> ApiResult<Json<Engagement>> {
     let video = owned_video(&state, user, &id).await?;
+    if video.status == VideoStatus::Deleted {
+        return Err(ApiError::Gone("deleted"));
+    }
     set_switches(&state, video.id, body.reactions, body.comments).await?;
     Ok(Json(state.store.engagement(video.id, Some(user)).await?))
 }

@@ -30,7 +30,7 @@ use crate::{
 pub fn router() -> Routes {
     Routes::new()
         .routes(routes!(register))
-        .routes(routes!(query))
+        .routes(routes!(query, show_query))
         .routes(routes!(show))
         .routes(routes!(history))
         .routes(routes!(report))
@@ -151,6 +151,19 @@ async fn show(
         components,
         updates,
     }))
+}
+
+/// The device whose external id is `query`.
+///
+/// The bulk lookup (`POST`) has this path, which would otherwise hide the
+/// device from `GET /v1/fleet/devices/{external_id}`.
+#[utoipa::path(get, path = "/v1/fleet/devices/query", tag = "fleet",
+    responses(
+        (status = 200, description = "The device", body = DeviceView),
+        Forbidden, NotFound,
+    ))]
+async fn show_query(state: State<AppState>, caller: ServiceOrAdmin) -> ApiResult<Json<DeviceView>> {
+    show(state, caller, Path("query".to_owned())).await
 }
 
 /// A device's event history.
