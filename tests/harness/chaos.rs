@@ -152,6 +152,8 @@ pub struct ChaosReport {
     /// Player events the api accepted, those not in ClickHouse once
     /// settled, and those in it more than once.
     pub player_events: usize,
+    /// Batches the player gave up on (never accepted by its deadline).
+    pub player_batches_unaccepted: usize,
     pub player_events_missing: usize,
     pub player_events_doubled: usize,
     /// Push notifications written (one per device per notified state).
@@ -188,6 +190,8 @@ impl ChaosReport {
             && self.pushes_missing == 0
             && self.rollout_exact
             && self.videos_not_ready == 0
+            && self.player_events > 0
+            && self.player_batches_unaccepted == 0
             && self.player_events_missing == 0
             && self.player_events_doubled == 0
             && self.rebuild_matches
@@ -764,6 +768,7 @@ async fn play(
 /// counts those missing and those stored more than once.
 async fn player_events(env: &TestEnv, played: Played, report: &mut ChaosReport, until: Instant) {
     report.player_events = played.accepted.len();
+    report.player_batches_unaccepted = played.unaccepted;
     let accepted: std::collections::HashSet<Uuid> = played.accepted.iter().copied().collect();
     let mut stored: HashMap<Uuid, usize> = HashMap::new();
     loop {
@@ -927,7 +932,14 @@ impl Fleet {
         }
         report.rollout_devices = self.devices;
         report.rollout_succeeded = view["counts"]["succeeded"].as_u64().unwrap_or(0) as usize;
-        let asked = backend.arrivals().len();
+        // A call repeated under its update's key (a worker killed before
+        // it recorded the answer) is one request to the backend.
+        let asked = backend
+            .arrivals()
+            .iter()
+            .map(|a| a.update_id.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         report.duplicate_update_requests =
             asked.saturating_sub(self.devices) + backend.devices_with_several_keys().len();
         let mut inexact = Vec::new();
@@ -938,7 +950,7 @@ impl Fleet {
             inexact.push(format!("counts {}", view["counts"]));
         }
         if asked != self.devices {
-            inexact.push(format!("the backend was asked {asked} times"));
+            inexact.push(format!("the backend got {asked} distinct requests"));
         }
         for several in backend.devices_with_several_keys() {
             inexact.push(format!("{several} was asked under several keys"));
@@ -954,6 +966,20 @@ impl Fleet {
         }
     }
 }
+
+/// How the encoders' failures that are not about the file begin (fflow
+/// and the worker's encode job): a file that failed so was failed by a
+/// fault, not refused.
+const INFRASTRUCTURE: [&str; 8] = [
+    "no encoder replica",
+    "reading the original from S3",
+    "storing ",
+    "reading /",
+    "creating the output folder",
+    "ffmpeg did not run",
+    "ffprobe did not run",
+    "waiting for ffmpeg",
+];
 
 /// The devices the uploader registers, one per push provider.
 const PUSH_DEVICES: [(&str, &str); 3] = [
@@ -1299,9 +1325,13 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             // FAILED with the encoder's reason (or READY, should ffmpeg
             // find a stream in them).
             Some(v) if v.sha256.is_some() && v.status != VideoStatus::Deleted => {
+                let refused = v
+                    .failure_reason
+                    .as_deref()
+                    .is_some_and(|r| !INFRASTRUCTURE.iter().any(|p| r.starts_with(p)));
                 match (file.video, v.status) {
                     (_, VideoStatus::Ready) => report.ready += 1,
-                    (false, VideoStatus::Failed) => report.refused_by_encoder += 1,
+                    (false, VideoStatus::Failed) if refused => report.refused_by_encoder += 1,
                     (_, status) => {
                         report.videos_not_ready += 1;
                         report.findings.push(format!(
