@@ -208,11 +208,19 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 async fn wait_for_dependencies(ctx: &Context, stop: watch::Receiver<bool>) -> bool {
     let mut waited = 0u32;
     loop {
-        let database = sqlx::query("SELECT 1")
-            .execute(ctx.store.pool())
-            .await
-            .is_ok();
-        let s3 = database && ctx.storage.reachable().await;
+        // A check can take a while (the pool's acquire timeout, the probe's
+        // own): a stopping worker does not wait for it.
+        let check = async {
+            let database = sqlx::query("SELECT 1")
+                .execute(ctx.store.pool())
+                .await
+                .is_ok();
+            (database, database && ctx.storage.reachable().await)
+        };
+        let (database, s3) = tokio::select! {
+            answered = check => answered,
+            () = stopped(stop.clone()) => return false,
+        };
         if database && s3 {
             if waited > 0 {
                 tracing::info!("PostgreSQL and S3 answer again; taking deliveries");
