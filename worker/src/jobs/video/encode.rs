@@ -86,7 +86,13 @@ pub async fn run(ctx: &Context, fflow: &Fflow, video: VideoId) -> Result<Outcome
         started(ctx, video, &current, source, tried > 1).await?;
         match follow(ctx, fflow, video, &current, source).await? {
             Followed::Finished => return Ok(Outcome::Done),
-            Followed::S3Away => return Ok(Outcome::RetryLater(S3_AWAY_RETRY)),
+            Followed::S3Away => {
+                // Each return counts as a delivery (50 dead-letter the job,
+                // leaving the video ENCODING): returned once S3 answers,
+                // not every few seconds through a long outage.
+                wait_for_s3(ctx).await;
+                return Ok(Outcome::RetryLater(S3_AWAY_RETRY));
+            }
             Followed::Lost => {
                 tracing::warn!(fflow = %current, "the replica went away mid-encode; moving to another");
                 address = start_anywhere(fflow, video, size, Some(&current)).await;
@@ -136,6 +142,16 @@ enum Followed {
 
 /// How long an encode that met S3 away waits before it is asked again.
 const S3_AWAY_RETRY: Duration = Duration::from_secs(15);
+/// The longest an encode job waits in one go for S3 to answer again.
+const S3_AWAY_WAIT: Duration = Duration::from_secs(600);
+
+/// Waits, within [`S3_AWAY_WAIT`], until S3 answers a probe.
+async fn wait_for_s3(ctx: &Context) {
+    let until = tokio::time::Instant::now() + S3_AWAY_WAIT;
+    while !ctx.storage.reachable().await && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
 
 /// Polls the replica until the encode ends, recording progress in steps.
 async fn follow(
