@@ -1,4 +1,4 @@
-//! `make chaos`: the chaos run at size (tests/harness/chaos.rs). Prints the
+//! `make chaos`: the chaos run at size (tests/harness/chaos/). Prints the
 //! table and ends with `chaos: <U> uploads, <F> faults, lost <n>,
 //! corrupted <n>, stuck <n>, orphaned <n>`; exits non-zero unless the run
 //! was clean.

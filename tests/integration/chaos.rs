@@ -1,6 +1,6 @@
 //! The short chaos run of `make test`: 20 uploads from tuspy and
 //! tus-js-client while processes are killed and services taken away, then
-//! every byte checked (`tests/harness/chaos.rs`; `make chaos` runs it at
+//! every byte checked (`tests/harness/chaos/`; `make chaos` runs it at
 //! size). The seed is printed: `CHAOS_SEED=<seed>` replays a run.
 
 use reelay_tests::chaos::{ChaosConfig, run};
