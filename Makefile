@@ -9,7 +9,7 @@ export REELAY_FLEET_SIGNING_KEY ?= cmVlbGF5LWRldmVsb3BtZW50LWZpcm13YXJlLWtleSE=
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reelay
 export REELAY_LOG_FORMAT ?= pretty
 
-.PHONY: up test services build web token wrk chaos bench bench-api bench-encode bench-fleet bench-engagement rebuild-projections lint
+.PHONY: up test services build web token wrk chaos bench bench-concurrency bench-api bench-encode bench-fleet bench-engagement rebuild-projections lint
 
 ## Start (or install) every service, build, and run the api plus two
 ## workers in the foreground. Ctrl-C stops them.
@@ -53,6 +53,12 @@ token:
 bench: services
 	cargo build --release --bins
 	./target/release/reelay-bench $(BENCH_ARGS)
+
+## Many uploads at once through 1, 2 and 4 workers: throughput, each
+## worker's share of the chunks, peak and after-load memory; see BENCHMARKS.md.
+bench-concurrency: services
+	cargo build --release --bins
+	./target/release/reelay-concurrency-bench $(BENCH_ARGS)
 
 ## wrk, the HTTP load generator of the benches (Debian's package).
 wrk:

@@ -52,6 +52,7 @@ impl Application {
             .await
             .context("connecting to Redis")?;
         let topology = Topology::new(&config.amqp);
+        reelay_shared::shards::check_count(store.pool(), &topology.prefix, topology.shards).await?;
         let queues = reelay_shared::queues(&topology);
         let publisher = Arc::new(Publisher::new(
             config.amqp.url.clone(),

@@ -45,13 +45,22 @@ pub fn cpu_by_name(watched: &[(String, u32)]) -> Vec<(String, f64)> {
 
 /// Peak resident set size of a running child, from /proc (VmHWM).
 pub fn peak_rss_mib(child: &Child) -> anyhow::Result<f64> {
+    status_mib(child, "VmHWM:")
+}
+
+/// Resident set size of a running child now, from /proc (VmRSS).
+pub fn rss_mib(child: &Child) -> anyhow::Result<f64> {
+    status_mib(child, "VmRSS:")
+}
+
+fn status_mib(child: &Child, field: &str) -> anyhow::Result<f64> {
     let pid = child.id().context("the process is running")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM in /proc/<pid>/status")?;
+        .with_context(|| format!("{field} in /proc/<pid>/status"))?;
     Ok(kib / 1024.0)
 }
 

@@ -137,7 +137,9 @@ impl DatabaseConfig {
 }
 
 /// `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
-/// `REELAY_QUEUE_PREFIX` (default `reelay`), `REELAY_SHARDS` (default 4),
+/// `REELAY_QUEUE_PREFIX` (default `reelay`), `REELAY_SHARDS` (default 32:
+/// chunk queues, shared out among the live workers; fixed once the
+/// deployment ran, see `shards::check_count`),
 /// `REELAY_STREAM_MAX_AGE` (default `7D`): how long stream queues keep
 /// messages (RabbitMQ's `x-max-age`: a number and Y, M, D, h, m or s).
 #[derive(Clone, Debug, PartialEq)]
@@ -154,7 +156,7 @@ impl AmqpConfig {
     }
 
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
-        let shards = env.parse_or("REELAY_SHARDS", 4u16)?;
+        let shards = env.parse_or("REELAY_SHARDS", 32u16)?;
         if shards == 0 {
             return Err(ConfigError::Invalid {
                 name: "REELAY_SHARDS",

@@ -23,6 +23,7 @@ pub mod presign;
 pub mod push;
 pub mod ratelimit;
 pub mod retry;
+pub mod shards;
 pub mod shutdown;
 pub mod signing;
 pub mod storage;

@@ -4,6 +4,7 @@
 use reelay_shared::VideoId;
 use reqwest::{Body, Response, StatusCode};
 
+#[derive(Clone)]
 pub struct Tus {
     pub base: String,
     pub token: String,

@@ -166,6 +166,27 @@ impl TestEnv {
         }
     }
 
+    /// Spreads chunks over `shards` queues instead (before any process of
+    /// the environment starts: the number is fixed once one ran).
+    pub fn set_shards(&mut self, shards: u16) {
+        self.amqp.shards = shards;
+        self.topology = Topology::new(&self.amqp);
+    }
+
+    /// How many chunk shards each worker holds a lease on now, by replica
+    /// name (`reelay_shared::shards`).
+    pub async fn shard_owners(&self) -> std::collections::BTreeMap<String, usize> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT split_part(holder, '/', 1), count(*) FROM shard_leases \
+             WHERE grp = $1 AND expires_at > now() GROUP BY 1",
+        )
+        .bind(&self.topology.prefix)
+        .fetch_all(self.store.pool())
+        .await
+        .expect("read the shard leases");
+        rows.into_iter().map(|(r, n)| (r, n as usize)).collect()
+    }
+
     fn database(&self, max_connections: u32) -> DatabaseConfig {
         DatabaseConfig {
             url: self.database_url.clone(),
@@ -226,6 +247,15 @@ impl TestEnv {
         WorkerConfig {
             replica: format!("worker-{}", self.id),
             prefetch: 32,
+            buffer_budget: Env::process()
+                .parse_or("REELAY_WORKER_BUFFER_MIB", 128usize)
+                .expect("a number of MiB")
+                << 20,
+            chunk_size: self.upload.chunk_size,
+            shard_lease: match self.tuning {
+                Tuning::Test => Duration::from_secs(3),
+                Tuning::Benchmark => Duration::from_secs(6),
+            },
             s3_retry,
             stage_idle,
             http_addr: None,

@@ -104,10 +104,15 @@ impl TestEnv {
     }
 
     /// Starts binary `name` of this workspace with exactly `vars` on top of
-    /// the inherited environment; its output is dropped.
+    /// the inherited environment; its output is dropped unless
+    /// `REELAY_TEST_PROCESS_LOGS` is set.
     pub fn spawn_process(&self, name: &str, vars: Vars) -> Child {
+        let output = match std::env::var_os("REELAY_TEST_PROCESS_LOGS") {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         self.command(name, vars)
-            .stdout(Stdio::null())
+            .stdout(output)
             .spawn()
             .unwrap_or_else(|e| panic!("{name} starts (run `cargo build --bins` first): {e}"))
     }

@@ -22,6 +22,7 @@ mod rate_limits;
 mod reaper;
 mod resume;
 mod security;
+mod shards;
 mod staging;
 mod termination;
 mod tus_client;

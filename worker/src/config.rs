@@ -6,13 +6,19 @@ use reelay_scheduler::config::SchedulerConfig;
 use reelay_shared::{
     clickhouse::ClickHouseConfig,
     config::{
-        AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig, Vars,
-        millis, secs,
+        AmqpConfig, ConfigError, DatabaseConfig, Env, RedisConfig, S3Config, S3RetryConfig,
+        UploadConfig, Vars, millis, secs,
     },
     fleet::signing::FirmwareSigner,
 };
 
-/// `REELAY_PREFETCH` (default 32): unacked messages per shard consumer;
+/// `REELAY_PREFETCH` (default 32): most unacked messages per shard consumer;
+/// `REELAY_WORKER_BUFFER_MIB` (default 128): the chunk bytes the worker may
+/// hold across all its shards: each shard consumer's prefetch is this over
+/// (its share of shards × `REELAY_CHUNK_SIZE`), at least 2 and at most
+/// `REELAY_PREFETCH`; `REELAY_SHARD_LEASE_MS` (default 6000): life of the
+/// worker's shard leases (renewed every third of it; a dead worker's shards
+/// are taken over within about this long);
 /// `REELAY_STAGE_IDLE_MS` (default 5000): an upload whose buffer saw no
 /// chunk for this long is staged to S3 so its messages can be acked;
 /// `REELAY_WORKER_HTTP_ADDR` (default unset: no listener): `/healthz`,
@@ -25,6 +31,11 @@ use reelay_shared::{
 pub struct WorkerConfig {
     pub replica: String,
     pub prefetch: u16,
+    /// Chunk bytes held across all shards (`REELAY_WORKER_BUFFER_MIB`).
+    pub buffer_budget: usize,
+    /// The largest chunk message (the api's `REELAY_CHUNK_SIZE`).
+    pub chunk_size: usize,
+    pub shard_lease: Duration,
     pub s3_retry: S3RetryConfig,
     pub stage_idle: Duration,
     pub http_addr: Option<SocketAddr>,
@@ -54,6 +65,13 @@ impl WorkerConfig {
                 reason: "must be at least 4".into(),
             });
         }
+        let shard_lease = env.millis_or("REELAY_SHARD_LEASE_MS", 6_000)?;
+        if shard_lease < Duration::from_millis(300) {
+            return Err(ConfigError::Invalid {
+                name: "REELAY_SHARD_LEASE_MS",
+                reason: "must be at least 300".into(),
+            });
+        }
         let http_addr = env
             .get("REELAY_WORKER_HTTP_ADDR")
             .map(|a| {
@@ -67,6 +85,9 @@ impl WorkerConfig {
         Ok(Self {
             replica: env.var_or("REELAY_REPLICA", "worker"),
             prefetch,
+            buffer_budget: env.parse_or("REELAY_WORKER_BUFFER_MIB", 128usize)? << 20,
+            chunk_size: UploadConfig::read(env)?.chunk_size,
+            shard_lease,
             s3_retry: S3RetryConfig::read(env)?,
             stage_idle: env.millis_or("REELAY_STAGE_IDLE_MS", 5_000)?,
             http_addr,
@@ -91,6 +112,12 @@ impl WorkerConfig {
     pub fn to_env(&self) -> Vars {
         let mut vars = vec![
             ("REELAY_PREFETCH", self.prefetch.to_string()),
+            (
+                "REELAY_WORKER_BUFFER_MIB",
+                (self.buffer_budget >> 20).to_string(),
+            ),
+            ("REELAY_CHUNK_SIZE", self.chunk_size.to_string()),
+            ("REELAY_SHARD_LEASE_MS", millis(self.shard_lease)),
             ("REELAY_STAGE_IDLE_MS", millis(self.stage_idle)),
             (
                 "REELAY_WORKER_HTTP_ADDR",

@@ -11,9 +11,11 @@ use lapin::Connection;
 use reelay_scheduler::Scheduler;
 use reelay_shared::{
     fleet::jobs::FleetJob,
+    lease,
     mq::{self, Publisher, Topology},
     ops,
     ratelimit::RateLimiter,
+    shards::{self, ShardLeases},
     storage::Storage,
     store::Store,
     video::jobs::{JobHeader, JobKind},
@@ -35,6 +37,7 @@ use crate::{
 pub struct Worker {
     context: Arc<Context>,
     topology: Topology,
+    shards: ShardLeases,
     http: Option<tokio::net::TcpListener>,
     scheduler: Option<Scheduler>,
 }
@@ -84,6 +87,14 @@ impl Worker {
             None => None,
         };
         let topology = Topology::new(&config.amqp);
+        shards::check_count(store.pool(), &topology.prefix, topology.shards).await?;
+        let shards = ShardLeases::new(
+            store.pool().clone(),
+            &topology.prefix,
+            lease::holder_name(&config.replica),
+            topology.shards,
+            config.shard_lease,
+        );
         let publisher = Arc::new(Publisher::new(
             config.amqp.url.clone(),
             format!("{}-publisher", config.replica),
@@ -102,6 +113,7 @@ impl Worker {
                 s3_strikes: Default::default(),
             }),
             topology,
+            shards,
             http,
             scheduler,
         })
@@ -125,15 +137,27 @@ impl Worker {
         });
         let scheduler = self.scheduler.take();
         let lease = scheduler.as_ref().map(Scheduler::lease);
+        let leasing = tokio::spawn({
+            let (shards, stop) = (self.shards.clone(), stop.clone());
+            async move { shards.run(stop).await }
+        });
         if let Some(listener) = self.http.take() {
             let replica = self.context.config.replica.clone();
+            let assignment = self.shards.assignment();
             let readiness = move || {
                 let scheduler = match &lease {
                     None => "off",
                     Some(lease) if lease.is_leader() => "leader",
                     Some(_) => "standby",
                 };
-                serde_json::json!({ "replica": replica, "scheduler": scheduler })
+                let shards = assignment.borrow();
+                serde_json::json!({
+                    "replica": replica,
+                    "scheduler": scheduler,
+                    "shards": shards.consume.keys().collect::<Vec<_>>(),
+                    "shard_share": shards.share,
+                    "workers": shards.members,
+                })
             };
             tokio::spawn(ops::serve(listener, readiness, stop.clone()));
         }
@@ -154,6 +178,9 @@ impl Worker {
         }
         let span = tracing::info_span!("worker", replica = %self.context.config.replica);
         let consumed = self.consume_until_stopped(stop).instrument(span).await;
+        // The consumers stopped: the others may take the shards at once.
+        let _ = leasing.await;
+        self.shards.leave().await;
         if let Some(scheduling) = scheduling {
             let _ = scheduling.await;
         }
@@ -168,7 +195,7 @@ impl Worker {
                 return Ok(());
             }
             let started = tokio::time::Instant::now();
-            match run_connection(&self.context, &self.topology, stop.clone()).await {
+            match run_connection(&self.context, &self.topology, &self.shards, stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     // A connection that ran a while had a new failure.
@@ -248,6 +275,7 @@ async fn wait_for_dependencies(ctx: &Context, stop: watch::Receiver<bool>) -> bo
 async fn run_connection(
     ctx: &Arc<Context>,
     topology: &Topology,
+    shards: &ShardLeases,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let replica = &ctx.config.replica;
@@ -258,15 +286,18 @@ async fn run_connection(
     mq::declare(&setup, &reelay_shared::queues(topology))
         .await
         .context("declaring queues")?;
-    tracing::info!(shards = topology.shards, "consuming chunk queues");
+    let connection = Arc::new(connection);
     let mut consumers = JoinSet::new();
-    for shard in 0..topology.shards {
-        let (ctx, stop) = (ctx.clone(), stop.clone());
-        let queue = topology.chunk_queue(shard);
-        let tag = format!("{replica}.{shard}");
-        let channel = connection.create_channel().await?;
+    {
+        let (ctx, connection, topology, shards, stop) = (
+            ctx.clone(),
+            connection.clone(),
+            topology.clone(),
+            shards.clone(),
+            stop.clone(),
+        );
         consumers.spawn(
-            async move { video::chunks::consume(&ctx, channel, queue, tag, stop).await }
+            async move { video::shards::consume(ctx, &connection, &topology, shards, stop).await }
                 .in_current_span(),
         );
     }
@@ -359,7 +390,7 @@ async fn run_connection(
         None => Ok(()),
     };
     consumers.shutdown().await;
-    close(connection).await;
+    close(&connection).await;
     result
 }
 
@@ -369,6 +400,6 @@ fn job_of(kind: JobKind) -> impl Fn(&lapin::BasicProperties) -> Option<JobHeader
 }
 
 /// Closing the connection returns every unacked message to its queue, in order.
-async fn close(connection: Connection) {
+async fn close(connection: &Connection) {
     let _ = connection.close(200, "worker stopping".into()).await;
 }

@@ -9,8 +9,8 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use lapin::{Channel, message::Delivery};
+use futures_util::{FutureExt, StreamExt};
+use lapin::{Channel, message::Delivery, options::BasicCancelOptions};
 use reelay_shared::{
     VideoId, VideoStatus,
     fleet::{FirmwareId, jobs::FleetJob},
@@ -21,9 +21,12 @@ use reelay_shared::{
         jobs::{JobHeader, JobKind},
     },
 };
-use tokio::sync::{
-    mpsc::{self, UnboundedReceiver, UnboundedSender},
-    watch,
+use tokio::{
+    sync::{
+        mpsc::{self, UnboundedReceiver, UnboundedSender},
+        watch,
+    },
+    time::Instant,
 };
 use tracing::Instrument;
 
@@ -41,22 +44,55 @@ const FORWARD_DRAIN: Duration = Duration::from_secs(5);
 /// How often idle buffers are looked for.
 const IDLE_TICK: Duration = Duration::from_millis(500);
 
-/// Consumes `queue` until shutdown; an error means the consumer must start
-/// over (its channel closes, returning every unacked message in order).
+/// One shard's consumer: its queue, tag and prefetch.
+pub struct ShardConsumer {
+    pub queue: String,
+    pub consumer_tag: String,
+    pub prefetch: u16,
+}
+
+/// Consumes a shard until shutdown, or until it is to be handed over
+/// (`hand_over` then says by when): it takes no more deliveries, lets the
+/// parts in flight commit, stages what it buffers, and closes its channel,
+/// which returns whatever is still unacked, in order, for the next owner.
+/// An error means the consumer must start over (its channel closes,
+/// returning every unacked message in order).
 pub async fn consume(
     ctx: &Context,
     channel: Channel,
-    queue: String,
-    consumer_tag: String,
+    consumer: ShardConsumer,
     stop: watch::Receiver<bool>,
+    mut hand_over: watch::Receiver<Option<Instant>>,
 ) -> anyhow::Result<()> {
-    let mut deliveries = subscribe(&channel, &queue, &consumer_tag, ctx.config.prefetch).await?;
-    let (mut shard, mut parts_ended) = Shard::new(ctx, Acker::new(channel));
+    let ShardConsumer {
+        queue,
+        consumer_tag,
+        prefetch,
+    } = consumer;
+    let mut deliveries = subscribe(&channel, &queue, &consumer_tag, prefetch).await?;
+    let (mut shard, mut parts_ended) = Shard::new(ctx, Acker::new(channel.clone()), prefetch);
     let mut tick = tokio::time::interval(IDLE_TICK);
     let failed = |e: anyhow::Error| e.context(format!("consumer of {queue}"));
     loop {
         tokio::select! {
             () = stopped(stop.clone()) => return Ok(()),
+            Ok(deadline) = hand_over.wait_for(Option::is_some).map(|r| r.map(|d| (*d).expect("waited for"))) => {
+                // No more deliveries: those in hand and not yet taken return
+                // when the channel closes.
+                let cancelled = channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                if let Err(e) = cancelled {
+                    return Err(failed(e.into()));
+                }
+                match tokio::time::timeout_at(deadline, shard.hand_over(&mut parts_ended)).await {
+                    Ok(handed) => handed.map_err(failed)?,
+                    Err(_) => tracing::warn!(queue, "hand-over ran out of time; the chunks it held go back to the queue"),
+                }
+                drop(shard);
+                let _ = channel.close(200, "shard handed over".into()).await;
+                return Ok(());
+            }
             delivery = deliveries.next() => {
                 shard.handle(delivered(delivery, &queue)?).await.map_err(failed)?;
             }
@@ -71,6 +107,8 @@ pub async fn consume(
 struct Shard<'a> {
     ctx: &'a Context,
     acker: Acker,
+    /// Unacked messages the broker lets this consumer hold.
+    prefetch: u16,
     uploads: HashMap<VideoId, Box<Upload>>,
     /// Part upload tasks report here when they end; see [`Shard::part_ended`].
     parts_ended: UnboundedSender<VideoId>,
@@ -78,11 +116,12 @@ struct Shard<'a> {
 
 impl<'a> Shard<'a> {
     /// The shard and the receiver its part uploads report on.
-    fn new(ctx: &'a Context, acker: Acker) -> (Self, UnboundedReceiver<VideoId>) {
+    fn new(ctx: &'a Context, acker: Acker, prefetch: u16) -> (Self, UnboundedReceiver<VideoId>) {
         let (parts_ended, reports) = mpsc::unbounded_channel();
         let shard = Self {
             ctx,
             acker,
+            prefetch,
             uploads: HashMap::new(),
             parts_ended,
         };
@@ -118,6 +157,7 @@ impl<'a> Shard<'a> {
         offset: u64,
         data: Bytes,
     ) -> anyhow::Result<()> {
+        metrics::counter!("reelay_chunks_received_total").increment(1);
         if !self.uploads.contains_key(&video) && !self.load(video, tag).await? {
             return Ok(());
         }
@@ -349,9 +389,12 @@ impl<'a> Shard<'a> {
     }
 
     /// Near the prefetch window, no new message arrives until some are
-    /// acked: stage the upload holding the most.
+    /// acked: stage the upload holding the most. A small window (the byte
+    /// budget spread over many shards) is used up to its last message, so
+    /// two chunks can still fill a part without staging.
     async fn relieve_pressure(&mut self) -> anyhow::Result<()> {
-        let high_water = usize::from(self.ctx.config.prefetch) * 3 / 4;
+        let prefetch = usize::from(self.prefetch);
+        let high_water = prefetch - prefetch / 4;
         while self.unacked() >= high_water {
             // Chunks held ahead of a gap can't be staged, nor buffers behind
             // parts in flight: those are acked as the parts commit.
@@ -380,6 +423,34 @@ impl<'a> Shard<'a> {
             .map(|(v, _)| *v)
             .collect();
         for video in idle {
+            self.stage(video)
+                .instrument(job_span(video, "chunk"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Lets the parts in flight commit (acking their messages), then stages
+    /// every buffer, so the next owner of the shard has little to read again.
+    async fn hand_over(
+        &mut self,
+        parts_ended: &mut UnboundedReceiver<VideoId>,
+    ) -> anyhow::Result<()> {
+        while self.uploads.values().any(|u| u.parts_in_flight() > 0) {
+            let Some(video) = parts_ended.recv().await else {
+                break;
+            };
+            self.part_ended(video)
+                .instrument(job_span(video, "chunk"))
+                .await?;
+        }
+        let stageable: Vec<VideoId> = self
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.stageable())
+            .map(|(v, _)| *v)
+            .collect();
+        for video in stageable {
             self.stage(video)
                 .instrument(job_span(video, "chunk"))
                 .await?;

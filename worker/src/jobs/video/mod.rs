@@ -7,6 +7,7 @@ pub mod chunks;
 pub mod delete;
 pub mod encode;
 pub mod fflow;
+pub mod shards;
 pub mod upload;
 pub mod verify;
 

@@ -1,0 +1,135 @@
+//! Workers share the chunk shards: each live worker consumes its share,
+//! one that joins takes its share from the others by hand-over, one that
+//! is SIGKILLed has its shards taken over, and through all of it every
+//! upload ends byte-exact.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reelay_shared::{VideoId, VideoStatus};
+use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
+use reelay_worker::config::WorkerConfig;
+use tokio::process::Child;
+use uuid::Uuid;
+
+const SHARDS: u16 = 8;
+
+fn worker(env: &TestEnv, name: &str) -> (String, Child) {
+    let replica = format!("worker-{name}-{}", env.id);
+    let config = WorkerConfig {
+        replica: replica.clone(),
+        ..env.worker_config()
+    };
+    (replica, env.spawn_worker_process_with(&config))
+}
+
+/// Waits until the leases name exactly `shares` (replica → shards held).
+async fn wait_for_shares(env: &TestEnv, shares: &[(&str, usize)], why: &str) {
+    let want: BTreeMap<String, usize> = shares.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    let settled = wait_until(Duration::from_secs(30), || async {
+        env.shard_owners().await == want
+    })
+    .await;
+    assert!(
+        settled,
+        "{why}: wanted {want:?}, the leases say {:?}",
+        env.shard_owners().await
+    );
+}
+
+/// Uploads `data` in 256 KiB PATCHes, one every 600 ms, so the upload
+/// lasts through the workers coming and going (about 15 s for 6 MiB).
+async fn paced_upload(tus: Tus, id: VideoId, data: Vec<u8>) {
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + 256 * 1024).min(data.len());
+        let response = tus
+            .patch(id, offset as u64, data[offset..end].to_vec())
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(response.status(), 204, "PATCH at {offset} of {id}");
+        offset = end;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_join_and_die_share_the_shards_and_every_upload_ends_byte_exact() {
+    let mut env = TestEnv::new().await;
+    env.set_shards(SHARDS);
+    let api = env.spawn_api().await;
+    let (a, _first) = worker(&env, "a");
+    wait_for_shares(&env, &[(&a, 8)], "a lone worker takes every shard").await;
+
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let mut uploads = Vec::new();
+    for _ in 0..8 {
+        let data = random_bytes(6 * MIB + 12_345);
+        let id = tus.create(data.len() as u64).await;
+        let sha = sha256_hex(&data);
+        let task = tokio::spawn(paced_upload(tus.clone(), id, data));
+        uploads.push((id, sha, task));
+    }
+
+    let (b, mut second) = worker(&env, "b");
+    wait_for_shares(&env, &[(&a, 4), (&b, 4)], "a second worker takes half").await;
+    let (c, _third) = worker(&env, "c");
+    // Members are ordered by name: a and b take the extra shard.
+    wait_for_shares(
+        &env,
+        &[(&a, 3), (&b, 3), (&c, 2)],
+        "a third takes its share",
+    )
+    .await;
+
+    assert!(
+        uploads.iter().all(|(_, _, task)| !task.is_finished()),
+        "the uploads are still going when a worker dies"
+    );
+    second.start_kill().expect("SIGKILL the second worker");
+    let _ = second.wait().await;
+    wait_for_shares(&env, &[(&a, 4), (&c, 4)], "the killed worker's shards move").await;
+    let (d, _fourth) = worker(&env, "d");
+    wait_for_shares(
+        &env,
+        &[(&a, 3), (&c, 3), (&d, 2)],
+        "a fourth takes its share",
+    )
+    .await;
+    assert!(
+        uploads.iter().any(|(_, _, task)| !task.is_finished()),
+        "the uploads are still going when the fourth worker joins"
+    );
+
+    for (id, sha, task) in uploads {
+        task.await.expect("the upload's PATCHes all succeed");
+        env.wait_for_status(id, VideoStatus::Uploaded, Duration::from_secs(60))
+            .await;
+        assert_eq!(env.original_sha256(id).await, sha, "{id} is byte-exact");
+    }
+    let parts: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, (payload->'part'->>'number')::bigint, count(*) FROM events \
+         WHERE kind = 'part_stored' GROUP BY 1, 2 HAVING count(*) > 1",
+    )
+    .fetch_all(env.store.pool())
+    .await
+    .expect("read the event log");
+    assert!(parts.is_empty(), "no part stored twice: {parts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_with_another_number_of_shards_refuses_to_start() {
+    let env = TestEnv::new().await;
+    let _api = env.spawn_api().await;
+    let mut config = env.api_config();
+    config.amqp.shards = env.topology.shards + 1;
+    let refused = reelay_api::startup::Application::build(config)
+        .await
+        .err()
+        .expect("another number of shards is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&format!("REELAY_SHARDS={}", env.topology.shards)),
+        "the error names the number to use: {message}"
+    );
+}
