@@ -40,6 +40,9 @@ impl TestEnv {
 
     pub async fn spawn_worker_with(&self, config: WorkerConfig) -> TestWorker {
         let worker = Worker::build(config).await.expect("the worker builds");
+        let ops = worker
+            .http_port()
+            .map(|port| format!("http://127.0.0.1:{port}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = worker
@@ -49,6 +52,7 @@ impl TestEnv {
                 .await;
         });
         TestWorker {
+            ops,
             stop: Some(stop),
             task,
         }
@@ -109,6 +113,9 @@ impl Drop for TestApi {
 }
 
 pub struct TestWorker {
+    /// `http://127.0.0.1:<port>` of its `/readyz` and `/metrics` when its
+    /// config asked for a listener.
+    pub ops: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }

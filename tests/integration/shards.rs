@@ -133,3 +133,75 @@ async fn a_process_started_with_another_number_of_shards_refuses_to_start() {
         "the error names the number to use: {message}"
     );
 }
+
+/// A value from a Prometheus text page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holds_no_more_chunk_bytes_than_its_budget_and_says_which_shards_it_consumes() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    // 2 shards, 4 MiB chunks: a window of 2 chunks per shard.
+    let budget = 16 * MIB;
+    let worker = env
+        .spawn_worker_with(WorkerConfig {
+            buffer_budget: budget,
+            http_addr: Some("127.0.0.1:0".parse().expect("an address")),
+            ..env.worker_config()
+        })
+        .await;
+    let ops = worker.ops.clone().expect("the worker listens");
+    let http = reqwest::Client::new();
+    let ready = wait_until(Duration::from_secs(10), || async {
+        let ready: serde_json::Value = http
+            .get(format!("{ops}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        ready["shards"] == serde_json::json!([0, 1]) && ready["workers"] == 1
+    })
+    .await;
+    assert!(ready, "/readyz names the shards the lone worker consumes");
+
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let datas: Vec<bytes::Bytes> = (0..12)
+        .map(|_| random_bytes(9 * MIB + 777).into())
+        .collect();
+    let ids =
+        futures_util::future::join_all(datas.iter().map(|data| tus.upload(data, 4 * MIB))).await;
+    for (id, data) in ids.iter().zip(&datas) {
+        env.wait_for_status(*id, VideoStatus::Uploaded, Duration::from_secs(120))
+            .await;
+        assert_eq!(env.original_sha256(*id).await, sha256_hex(data));
+    }
+    let page = http
+        .get(format!("{ops}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let peak = metric(&page, "reelay_worker_buffered_bytes_peak");
+    assert!(
+        peak >= 4.0 * MIB as f64,
+        "the uploads filled the windows (a chunk at least): {peak}"
+    );
+    assert!(
+        peak <= budget as f64,
+        "the worker held {peak} bytes, past its budget of {budget}"
+    );
+    assert_eq!(
+        metric(&page, "reelay_worker_buffered_bytes"),
+        0.0,
+        "all acked"
+    );
+    worker.stop().await;
+}

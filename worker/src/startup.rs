@@ -111,6 +111,7 @@ impl Worker {
                 limiter,
                 http: reqwest::Client::new(),
                 s3_strikes: Default::default(),
+                held: Default::default(),
             }),
             topology,
             shards,

@@ -36,6 +36,8 @@ pub struct Context {
     /// while S3 answered a probe, and how often: across restarts of the
     /// consumers, so an error S3 repeats is not waited out forever.
     pub s3_strikes: Mutex<HashMap<VideoId, u32>>,
+    /// Chunk bytes held unacked across the shards.
+    pub held: video::chunks::HeldBytes,
 }
 
 /// How often an upload's S3 step may fail while S3 answers before the

@@ -5,7 +5,11 @@
 //! the consumer framework: durable deliveries acked, a failed upload's
 //! dead-lettered, anything untrustworthy a restart from committed state.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -107,11 +111,45 @@ pub async fn consume(
 struct Shard<'a> {
     ctx: &'a Context,
     acker: Acker,
+    /// Bytes of each chunk delivery held unacked, by tag, counted in the
+    /// worker's [`HeldBytes`] until settled.
+    sizes: HashMap<u64, usize>,
     /// Unacked messages the broker lets this consumer hold.
     prefetch: u16,
     uploads: HashMap<VideoId, Box<Upload>>,
     /// Part upload tasks report here when they end; see [`Shard::part_ended`].
     parts_ended: UnboundedSender<VideoId>,
+}
+
+impl Drop for Shard<'_> {
+    fn drop(&mut self) {
+        // Whatever is unacked now goes back to the queue with the channel.
+        self.ctx.held.sub(self.sizes.values().sum());
+    }
+}
+
+/// Chunk bytes a worker holds in unacked deliveries across all its shards,
+/// and the most it ever held: `reelay_worker_buffered_bytes` and
+/// `reelay_worker_buffered_bytes_peak` (the budget they stay within is the
+/// consumers' prefetch, `jobs::video::shards::prefetch_for`).
+#[derive(Default)]
+pub struct HeldBytes {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl HeldBytes {
+    fn add(&self, n: usize) {
+        let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
+        let peak = self.peak.fetch_max(now, Ordering::Relaxed).max(now);
+        metrics::gauge!("reelay_worker_buffered_bytes").set(now as f64);
+        metrics::gauge!("reelay_worker_buffered_bytes_peak").set(peak as f64);
+    }
+
+    fn sub(&self, n: usize) {
+        let now = self.now.fetch_sub(n, Ordering::Relaxed) - n;
+        metrics::gauge!("reelay_worker_buffered_bytes").set(now as f64);
+    }
 }
 
 impl<'a> Shard<'a> {
@@ -121,6 +159,7 @@ impl<'a> Shard<'a> {
         let shard = Self {
             ctx,
             acker,
+            sizes: HashMap::new(),
             prefetch,
             uploads: HashMap::new(),
             parts_ended,
@@ -158,6 +197,8 @@ impl<'a> Shard<'a> {
         data: Bytes,
     ) -> anyhow::Result<()> {
         metrics::counter!("reelay_chunks_received_total").increment(1);
+        self.ctx.held.add(data.len());
+        self.sizes.insert(tag, data.len());
         if !self.uploads.contains_key(&video) && !self.load(video, tag).await? {
             return Ok(());
         }
@@ -203,7 +244,7 @@ impl<'a> Shard<'a> {
                     .await?;
                 }
                 tracing::debug!("chunk for a closed upload dropped");
-                self.acker.settle([tag], &Outcome::Done).await?;
+                self.finish([tag], &Outcome::Done).await?;
                 Ok(false)
             }
             // Unreadable stored state fails the video; this chunk goes to
@@ -239,7 +280,7 @@ impl<'a> Shard<'a> {
             Ok(Progress {
                 durable,
                 complete: false,
-            }) => return Ok(self.acker.settle(durable, &Outcome::Done).await?),
+            }) => return Ok(self.finish(durable, &Outcome::Done).await?),
             Ok(Progress {
                 durable,
                 complete: true,
@@ -257,7 +298,7 @@ impl<'a> Shard<'a> {
                 // Before the last acks: if this fails, redelivery of those
                 // chunks publishes the jobs again.
                 self.after_upload(video, true, firmware).await?;
-                return Ok(self.acker.settle(durable, &Outcome::Done).await?);
+                return Ok(self.finish(durable, &Outcome::Done).await?);
             }
             Err(e) => e,
         };
@@ -271,7 +312,7 @@ impl<'a> Shard<'a> {
         if maybe_closed && self.is_closed(video).await? {
             tracing::info!(reason = %error, "upload closed while storing; dropping its chunks");
             let held = self.release(video);
-            return Ok(self.acker.settle(held, &Outcome::Done).await?);
+            return Ok(self.finish(held, &Outcome::Done).await?);
         }
         // S3 away says nothing about the upload: its chunks stay in the
         // broker and it starts over from committed state (as below), once
@@ -315,7 +356,7 @@ impl<'a> Shard<'a> {
     async fn delete(&mut self, tag: u64, video: VideoId) -> anyhow::Result<()> {
         // Chunks before the delete no longer matter.
         let held = self.release(video);
-        self.acker.settle(held, &Outcome::Done).await?;
+        self.finish(held, &Outcome::Done).await?;
         let outcome = match delete::remove_objects(self.ctx, video).await {
             Ok(()) => Outcome::Done,
             Err(StepError::Storage { step, source }) if !storage::unavailable(&source) => {
@@ -323,7 +364,20 @@ impl<'a> Shard<'a> {
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting {video}"))),
         };
-        Ok(self.acker.settle([tag], &outcome).await?)
+        Ok(self.finish([tag], &outcome).await?)
+    }
+
+    /// Settles deliveries `tags` (through the consumer framework) and stops
+    /// counting their bytes as held.
+    async fn finish(
+        &mut self,
+        tags: impl IntoIterator<Item = u64>,
+        outcome: &Outcome,
+    ) -> Result<(), lapin::Error> {
+        let tags: Vec<u64> = tags.into_iter().collect();
+        let freed: usize = tags.iter().filter_map(|t| self.sizes.remove(t)).sum();
+        self.ctx.held.sub(freed);
+        self.acker.settle(tags, outcome).await
     }
 
     /// Drops `video`'s upload from memory; the deliveries it held.
@@ -334,11 +388,8 @@ impl<'a> Shard<'a> {
             .unwrap_or_default()
     }
 
-    async fn give_up(&self, tags: Vec<u64>, why: &str) -> anyhow::Result<()> {
-        Ok(self
-            .acker
-            .settle(tags, &Outcome::GaveUp(why.to_owned()))
-            .await?)
+    async fn give_up(&mut self, tags: Vec<u64>, why: &str) -> anyhow::Result<()> {
+        Ok(self.finish(tags, &Outcome::GaveUp(why.to_owned())).await?)
     }
 
     /// The jobs that follow a finished upload: a verify job (when
