@@ -22,7 +22,8 @@ CREATE TABLE shard_members (
 
 -- Who consumes each shard. Only the holder subscribes to the shard's queue
 -- (single-active-consumer stays the broker's safety net); anyone may take a
--- row that expired; term grows each time a shard changes hands.
+-- row that expired; term grows each time a worker takes an expired row
+-- (a row let go is deleted, and the next taker starts at 1).
 CREATE TABLE shard_leases (
     grp        text        NOT NULL,
     shard      integer     NOT NULL,

@@ -21,7 +21,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -71,6 +74,9 @@ struct Inner {
     ttl: Duration,
     held: Mutex<Held>,
     view: watch::Sender<Assignment>,
+    /// Whether the worker can consume (its broker connection is up and
+    /// PostgreSQL and S3 answer); a worker that can't takes no shards.
+    active: AtomicBool,
 }
 
 #[derive(Default)]
@@ -96,12 +102,23 @@ impl ShardLeases {
                 ttl,
                 held: Mutex::default(),
                 view: watch::Sender::new(Assignment::default()),
+                active: AtomicBool::new(true),
             }),
         }
     }
 
     pub fn holder(&self) -> &str {
         &self.inner.holder
+    }
+
+    /// Says whether the worker can consume. One that can't (its broker
+    /// connection is down, or it waits for PostgreSQL or S3) leaves at its
+    /// next tick, so the others take its shards; it joins again once it can.
+    pub fn set_active(&self, active: bool) {
+        let was = self.inner.active.swap(active, Ordering::Relaxed);
+        if was != active {
+            tracing::info!(active, "shard leases: this worker can consume: {active}");
+        }
     }
 
     /// What to consume; changes as leases are taken, handed over or lapse.
@@ -115,9 +132,26 @@ impl ShardLeases {
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let every = self.inner.ttl / 3;
         loop {
+            if !self.inner.active.load(Ordering::Relaxed) {
+                let held = !self
+                    .inner
+                    .held
+                    .lock()
+                    .expect("not poisoned")
+                    .until
+                    .is_empty();
+                if held || self.inner.view.borrow().members > 0 {
+                    self.leave().await;
+                }
+                tokio::select! {
+                    () = sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
             // A round that hangs (PostgreSQL away) must not hold up the
             // fencing below.
-            match tokio::time::timeout(every, self.tick()).await {
+            match tokio::time::timeout(every / 2, self.tick()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing shard leases failed"),
                 Err(_) => tracing::warn!("renewing shard leases timed out"),
@@ -250,10 +284,12 @@ impl ShardLeases {
     }
 
     /// Publishes what to consume: held shards not being handed over whose
-    /// lease outlasts the next renewal with room to spare; drops leases
-    /// that lapsed.
+    /// lease outlasts the next round with room to spare (rounds come up to
+    /// half the lease apart: a pause of a third and a round that timed out
+    /// after a sixth), so one failed renewal stops their consumers well
+    /// before anyone else may take them; drops leases that lapsed.
     fn publish(&self, every: Duration) {
-        let fence = Instant::now() + every + every / 2;
+        let fence = Instant::now() + every * 7 / 4;
         let mut held = self.inner.held.lock().expect("not poisoned");
         let now = Instant::now();
         let lapsed: Vec<u16> = held
@@ -315,6 +351,12 @@ impl ShardLeases {
     pub fn releasing(&self, shard: u16) -> bool {
         let held = self.inner.held.lock().expect("not poisoned");
         held.releasing.contains_key(&shard)
+    }
+
+    /// Until when the lease on `shard` is ours, locally, if it is.
+    pub fn deadline(&self, shard: u16) -> Option<Instant> {
+        let held = self.inner.held.lock().expect("not poisoned");
+        held.until.get(&shard).copied()
     }
 
     /// The shards being handed over.

@@ -253,7 +253,7 @@ impl TestEnv {
                 << 20,
             chunk_size: self.upload.chunk_size,
             shard_lease: match self.tuning {
-                Tuning::Test => Duration::from_secs(3),
+                Tuning::Test => Duration::from_secs(4),
                 Tuning::Benchmark => Duration::from_secs(6),
             },
             s3_retry,

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use reelay_shared::{VideoId, VideoStatus};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
 use reelay_worker::config::WorkerConfig;
-use tokio::process::Child;
+use tokio::{process::Child, sync::watch};
 use uuid::Uuid;
 
 const SHARDS: u16 = 8;
@@ -36,11 +36,15 @@ async fn wait_for_shares(env: &TestEnv, shares: &[(&str, usize)], why: &str) {
     );
 }
 
-/// Uploads `data` in 256 KiB PATCHes, one every 600 ms, so the upload
-/// lasts through the workers coming and going (about 15 s for 6 MiB).
-async fn paced_upload(tus: Tus, id: VideoId, data: Vec<u8>) {
+/// Uploads `data` in 256 KiB PATCHes, one every 300 ms, holding at two
+/// thirds until `go` says so: the upload lasts through the workers coming
+/// and going, however slow the machine.
+async fn paced_upload(tus: Tus, id: VideoId, data: Vec<u8>, mut go: watch::Receiver<bool>) {
     let mut offset = 0;
     while offset < data.len() {
+        if offset >= data.len() * 2 / 3 {
+            let _ = go.wait_for(|go| *go).await;
+        }
         let end = (offset + 256 * 1024).min(data.len());
         let response = tus
             .patch(id, offset as u64, data[offset..end].to_vec())
@@ -49,7 +53,7 @@ async fn paced_upload(tus: Tus, id: VideoId, data: Vec<u8>) {
             .expect("PATCH");
         assert_eq!(response.status(), 204, "PATCH at {offset} of {id}");
         offset = end;
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -62,12 +66,13 @@ async fn workers_that_join_and_die_share_the_shards_and_every_upload_ends_byte_e
     wait_for_shares(&env, &[(&a, 8)], "a lone worker takes every shard").await;
 
     let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    let (go, held) = watch::channel(false);
     let mut uploads = Vec::new();
     for _ in 0..8 {
         let data = random_bytes(6 * MIB + 12_345);
         let id = tus.create(data.len() as u64).await;
         let sha = sha256_hex(&data);
-        let task = tokio::spawn(paced_upload(tus.clone(), id, data));
+        let task = tokio::spawn(paced_upload(tus.clone(), id, data, held.clone()));
         uploads.push((id, sha, task));
     }
 
@@ -82,10 +87,6 @@ async fn workers_that_join_and_die_share_the_shards_and_every_upload_ends_byte_e
     )
     .await;
 
-    assert!(
-        uploads.iter().all(|(_, _, task)| !task.is_finished()),
-        "the uploads are still going when a worker dies"
-    );
     second.start_kill().expect("SIGKILL the second worker");
     let _ = second.wait().await;
     wait_for_shares(&env, &[(&a, 4), (&c, 4)], "the killed worker's shards move").await;
@@ -96,10 +97,9 @@ async fn workers_that_join_and_die_share_the_shards_and_every_upload_ends_byte_e
         "a fourth takes its share",
     )
     .await;
-    assert!(
-        uploads.iter().any(|(_, _, task)| !task.is_finished()),
-        "the uploads are still going when the fourth worker joins"
-    );
+    // Every upload still has its last third to send: through the fourth.
+    assert!(uploads.iter().all(|(_, _, task)| !task.is_finished()));
+    go.send_replace(true);
 
     for (id, sha, task) in uploads {
         task.await.expect("the upload's PATCHes all succeed");
@@ -204,4 +204,54 @@ async fn a_worker_holds_no_more_chunk_bytes_than_its_budget_and_says_which_shard
         "all acked"
     );
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_reach_s3_gives_its_shards_to_one_that_can() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let (a, b) = (
+        format!("worker-a-{}", env.id),
+        format!("worker-b-{}", env.id),
+    );
+    let _healthy = env
+        .spawn_worker_with(WorkerConfig {
+            replica: a.clone(),
+            ..env.worker_config()
+        })
+        .await;
+    let mut s3 = reelay_tests::proxy::Proxy::start("127.0.0.1:3900").await;
+    let mut cut_off = WorkerConfig {
+        replica: b.clone(),
+        ..env.worker_config()
+    };
+    cut_off.s3.endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let _cut_off = env.spawn_worker_with(cut_off).await;
+    wait_for_shares(&env, &[(&a, 1), (&b, 1)], "two workers, a shard each").await;
+
+    s3.cut().await;
+    let tus = Tus::new(&api.address, env.token(Uuid::new_v4()));
+    // Uploads on both shards (an upload's shard is its id's).
+    let (mut ids, mut datas) = (Vec::new(), Vec::new());
+    let mut shards = std::collections::BTreeSet::new();
+    while ids.len() < 4 || shards.len() < 2 {
+        let data = random_bytes(6 * MIB + 99);
+        let id = tus.create(data.len() as u64).await;
+        shards.insert(env.topology.shard_of(id.0));
+        ids.push(id);
+        datas.push(data);
+    }
+    futures_util::future::join_all(
+        ids.iter()
+            .zip(&datas)
+            .map(|(id, data)| tus.upload_from(*id, data, 0, 2 * MIB)),
+    )
+    .await;
+    wait_for_shares(&env, &[(&a, 2)], "the worker without S3 lets its shard go").await;
+    for (id, data) in ids.iter().zip(&datas) {
+        env.wait_for_status(*id, VideoStatus::Uploaded, Duration::from_secs(60))
+            .await;
+        assert_eq!(env.original_sha256(*id).await, sha256_hex(data));
+    }
+    s3.restore().await;
 }

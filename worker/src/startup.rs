@@ -191,6 +191,8 @@ impl Worker {
 
     async fn consume_until_stopped(&self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut backoff = RECONNECT_FIRST;
+        // Since when the consumers keep failing to run.
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -202,6 +204,15 @@ impl Worker {
                     // A connection that ran a while had a new failure.
                     if started.elapsed() >= HEALTHY_RUN {
                         backoff = RECONNECT_FIRST;
+                    }
+                    let lease = self.context.config.shard_lease;
+                    if started.elapsed() >= lease {
+                        failing_since = Some(tokio::time::Instant::now());
+                    }
+                    // A worker that can't consume for a lease's life gives
+                    // its shards to the others until it can.
+                    if failing_since.get_or_insert(started).elapsed() >= lease {
+                        self.shards.set_active(false);
                     }
                     tracing::warn!(
                         error = format!("{e:#}"),
@@ -216,7 +227,7 @@ impl Worker {
                     // quorum queue counts that as a delivery (50 of them
                     // dead-letter it): take deliveries again only once what
                     // they need answers, however long an outage lasts.
-                    if !wait_for_dependencies(&self.context, stop.clone()).await {
+                    if !wait_for_dependencies(&self.context, &self.shards, stop.clone()).await {
                         return Ok(());
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -232,8 +243,13 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// Waits until PostgreSQL and S3 both answer (checked every few seconds,
-/// logged while they don't); false when the worker is stopping instead.
-async fn wait_for_dependencies(ctx: &Context, stop: watch::Receiver<bool>) -> bool {
+/// logged while they don't; the worker's shards go to others meanwhile);
+/// false when the worker is stopping instead.
+async fn wait_for_dependencies(
+    ctx: &Context,
+    shards: &ShardLeases,
+    stop: watch::Receiver<bool>,
+) -> bool {
     let mut waited = 0u32;
     loop {
         // A check can take a while (the pool's acquire timeout, the probe's
@@ -255,6 +271,8 @@ async fn wait_for_dependencies(ctx: &Context, stop: watch::Receiver<bool>) -> bo
             }
             return true;
         }
+        // Its shards go to workers that can consume them meanwhile.
+        shards.set_active(false);
         if waited.is_multiple_of(10) {
             tracing::warn!(
                 postgres = database,
@@ -287,6 +305,8 @@ async fn run_connection(
     mq::declare(&setup, &reelay_shared::queues(topology))
         .await
         .context("declaring queues")?;
+    // It can consume: it takes (or keeps) its share of the shards.
+    shards.set_active(true);
     let connection = Arc::new(connection);
     let mut consumers = JoinSet::new();
     {

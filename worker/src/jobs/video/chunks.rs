@@ -81,17 +81,22 @@ pub async fn consume(
         tokio::select! {
             () = stopped(stop.clone()) => return Ok(()),
             Ok(deadline) = hand_over.wait_for(Option::is_some).map(|r| r.map(|d| (*d).expect("waited for"))) => {
-                // No more deliveries: those in hand and not yet taken return
-                // when the channel closes.
-                let cancelled = channel
-                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
-                if let Err(e) = cancelled {
-                    return Err(failed(e.into()));
-                }
-                match tokio::time::timeout_at(deadline, shard.hand_over(&mut parts_ended)).await {
-                    Ok(handed) => handed.map_err(failed)?,
-                    Err(_) => tracing::warn!(queue, "hand-over ran out of time; the chunks it held go back to the queue"),
+                // With no time left (the lease is about to lapse), close at
+                // once: cancelling first would let the broker make a waiting
+                // consumer active while this channel still holds deliveries.
+                if deadline > Instant::now() {
+                    // No more deliveries: those in hand and not yet taken
+                    // return when the channel closes.
+                    let cancelled = channel
+                        .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                    if let Err(e) = cancelled {
+                        return Err(failed(e.into()));
+                    }
+                    match tokio::time::timeout_at(deadline, shard.hand_over(&mut parts_ended)).await {
+                        Ok(handed) => handed.map_err(failed)?,
+                        Err(_) => tracing::warn!(queue, "hand-over ran out of time; the chunks it held go back to the queue"),
+                    }
                 }
                 drop(shard);
                 let _ = channel.close(200, "shard handed over".into()).await;
@@ -141,14 +146,15 @@ pub struct HeldBytes {
 impl HeldBytes {
     fn add(&self, n: usize) {
         let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
-        let peak = self.peak.fetch_max(now, Ordering::Relaxed).max(now);
-        metrics::gauge!("reelay_worker_buffered_bytes").set(now as f64);
-        metrics::gauge!("reelay_worker_buffered_bytes_peak").set(peak as f64);
+        metrics::gauge!("reelay_worker_buffered_bytes").increment(n as f64);
+        if self.peak.fetch_max(now, Ordering::Relaxed) < now {
+            metrics::gauge!("reelay_worker_buffered_bytes_peak").set(now as f64);
+        }
     }
 
     fn sub(&self, n: usize) {
-        let now = self.now.fetch_sub(n, Ordering::Relaxed) - n;
-        metrics::gauge!("reelay_worker_buffered_bytes").set(now as f64);
+        self.now.fetch_sub(n, Ordering::Relaxed);
+        metrics::gauge!("reelay_worker_buffered_bytes").decrement(n as f64);
     }
 }
 

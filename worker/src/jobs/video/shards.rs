@@ -52,16 +52,29 @@ pub async fn consume(
         let prefetch = prefetch_for(&ctx.config, share);
         for (shard, consumer) in &running {
             let keep = now.consume.contains_key(shard) && consumer.prefetch <= prefetch;
-            if !keep && consumer.hand_over.borrow().is_none() {
-                // A lapsed lease stops at once; a hand-over (or a new
-                // prefetch) may finish what it holds first.
-                let by = if now.consume.contains_key(shard) || leases.releasing(*shard) {
-                    Instant::now() + HAND_OVER
-                } else {
-                    Instant::now()
-                };
-                consumer.hand_over.send_replace(Some(by));
+            if keep {
+                continue;
             }
+            // A hand-over (or a new prefetch) may finish what it holds, but
+            // only while the lease is surely ours; a lease about to lapse
+            // stops at once.
+            let by = leases
+                .deadline(*shard)
+                .map(|until| {
+                    until
+                        .checked_sub(ctx.config.shard_lease / 3)
+                        .unwrap_or(until)
+                })
+                .map_or_else(Instant::now, |safe| safe.min(Instant::now() + HAND_OVER));
+            consumer
+                .hand_over
+                .send_if_modified(|current| match current {
+                    Some(earlier) if *earlier <= by => false,
+                    _ => {
+                        *current = Some(by);
+                        true
+                    }
+                });
         }
         // Hand-overs whose consumer is gone already (the connection that
         // ran it failed) have nothing left to finish.
@@ -71,7 +84,8 @@ pub async fn consume(
             }
         }
         for shard in now.consume.keys() {
-            if running.contains_key(shard) {
+            // Marked for hand-over since this snapshot was published.
+            if running.contains_key(shard) || leases.releasing(*shard) {
                 continue;
             }
             let channel = connection.create_channel().await?;
