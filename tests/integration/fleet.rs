@@ -417,17 +417,29 @@ async fn a_rollout_of_2000_devices_in_three_waves_succeeds_within_its_rate_and_i
         .iter()
         .map(|e| e["kind"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(
-        kinds,
-        [
+    // The device reports 100 ms after the backend took the update; on a
+    // busy machine its report can be recorded before the worker records
+    // the backend's answer, and an update that succeeded is not
+    // acknowledged after the fact: then the history has no acknowledgement.
+    let expected: &[&str] = if kinds.contains(&"update_acknowledged") {
+        &[
             "device_registered",
             "version_reported",
             "update_requested",
             "update_acknowledged",
             "version_reported",
-            "update_succeeded"
+            "update_succeeded",
         ]
-    );
+    } else {
+        &[
+            "device_registered",
+            "version_reported",
+            "update_requested",
+            "version_reported",
+            "update_succeeded",
+        ]
+    };
+    assert_eq!(kinds, expected);
     // The projections are the log's: a rebuild gives the same rows.
     let live = fleet.env.projections_snapshot().await;
     fleet.env.rebuild_projections().await;
