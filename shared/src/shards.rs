@@ -180,6 +180,13 @@ impl ShardLeases {
         .bind(ttl)
         .execute(&inner.pool)
         .await?;
+        // Workers that died long ago (each process has a holder of its own).
+        sqlx::query(
+            "DELETE FROM shard_members WHERE grp = $1 AND expires_at < now() - interval '1 hour'",
+        )
+        .bind(&inner.group)
+        .execute(&inner.pool)
+        .await?;
         let members: Vec<String> = sqlx::query_scalar(
             "SELECT holder FROM shard_members \
              WHERE grp = $1 AND expires_at > now() ORDER BY holder",
