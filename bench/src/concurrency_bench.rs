@@ -14,9 +14,7 @@ use std::{path::PathBuf, time::Duration, time::Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
-use rand::RngCore;
-use reelay_bench::{MIB, peak_rss_mib, rss_mib};
+use reelay_bench::{MIB, direct_multipart, peak_rss_mib, random_bytes, rss_mib};
 use reelay_shared::VideoStatus;
 use reelay_tests::{TestEnv, client::Tus, wait_until};
 use reelay_worker::config::WorkerConfig;
@@ -93,12 +91,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_bytes(size: u64) -> Bytes {
-    let mut data = vec![0u8; size as usize];
-    rand::rng().fill_bytes(&mut data);
-    Bytes::from(data)
-}
-
 /// MB/s of `n` multipart uploads of `size` at once straight to Garage
 /// (8 MiB parts, 4 in flight each).
 async fn direct_reference(args: &Args, n: usize, size: u64) -> anyhow::Result<f64> {
@@ -106,18 +98,11 @@ async fn direct_reference(args: &Args, n: usize, size: u64) -> anyhow::Result<f6
     let uploads: Vec<Bytes> = (0..n).map(|_| random_bytes(size)).collect();
     let started = Instant::now();
     futures_util::future::try_join_all(uploads.into_iter().enumerate().map(|(i, data)| {
-        let key = Path::from(format!("{}direct-{i}", env.s3.key_prefix));
-        let s3 = env.storage.s3.clone();
-        async move {
-            let upload = s3.put_multipart(&key).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 * MIB as usize);
-            for piece in data.chunks(8 * MIB as usize) {
-                writer.wait_for_capacity(4).await?;
-                writer.put(data.slice_ref(piece));
-            }
-            writer.finish().await?;
-            Ok::<_, anyhow::Error>(())
-        }
+        direct_multipart(
+            &env.storage,
+            format!("{}direct-{i}", env.s3.key_prefix),
+            data,
+        )
     }))
     .await?;
     Ok((n as u64 * size) as f64 / 1e6 / started.elapsed().as_secs_f64())

@@ -2,10 +2,37 @@
 //! its own database, queues and key prefixes, and starts the release
 //! binaries from the settings it built): reading what processes cost.
 
+use std::time::Instant;
+
 use anyhow::{Context, bail};
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
+use rand::RngCore;
+use reelay_shared::storage::Storage;
 use tokio::process::{Child, Command};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// `size` fresh random bytes (nothing for S3 or the broker to compress).
+pub fn random_bytes(size: u64) -> Bytes {
+    let mut data = vec![0u8; size as usize];
+    rand::rng().fill_bytes(&mut data);
+    Bytes::from(data)
+}
+
+/// The reference of the upload benches: `data` straight to Garage as a
+/// multipart upload under `key`, 8 MiB parts, 4 in flight; seconds taken.
+pub async fn direct_multipart(storage: &Storage, key: String, data: Bytes) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let upload = storage.s3.put_multipart(&Path::from(key)).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 * MIB as usize);
+    for piece in data.chunks(8 * MIB as usize) {
+        writer.wait_for_capacity(4).await?;
+        writer.put(data.slice_ref(piece));
+    }
+    writer.finish().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
 
 /// Pids whose command name is `name` (for the services a run leans on).
 pub fn pids_named(name: &str) -> Vec<u32> {

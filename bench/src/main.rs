@@ -14,10 +14,8 @@ use std::{path::PathBuf, time::Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
-use rand::RngCore;
-use reelay_bench::{MIB, cpu_by_name, peak_rss_mib, pids_named};
-use reelay_shared::{VideoStatus, storage::Storage};
+use reelay_bench::{MIB, cpu_by_name, direct_multipart, peak_rss_mib, pids_named, random_bytes};
+use reelay_shared::VideoStatus;
 use reelay_tests::{TestEnv, client::Tus};
 use reelay_worker::config::WorkerConfig;
 
@@ -170,25 +168,6 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
         let _ = w.kill().await;
     }
     result
-}
-
-fn random_bytes(size: u64) -> Bytes {
-    let mut data = vec![0u8; size as usize];
-    rand::rng().fill_bytes(&mut data);
-    Bytes::from(data)
-}
-
-/// The reference: 8 MiB parts, 4 in flight, straight to Garage.
-async fn direct_multipart(storage: &Storage, key: String, data: Bytes) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let upload = storage.s3.put_multipart(&Path::from(key)).await?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 * MIB as usize);
-    for piece in data.chunks(8 * MIB as usize) {
-        writer.wait_for_capacity(4).await?;
-        writer.put(data.slice_ref(piece));
-    }
-    writer.finish().await?;
-    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Each upload: POST, sequential PATCHes, then wait until UPLOADED, all

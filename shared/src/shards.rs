@@ -36,7 +36,7 @@ use tokio::{
 
 /// How long a hand-over may hold a lease past the decision to let it go;
 /// after that the lease is left to expire.
-pub const HANDOVER_LIMIT: Duration = Duration::from_secs(20);
+const HANDOVER_LIMIT: Duration = Duration::from_secs(20);
 
 /// What this worker consumes now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,10 +105,6 @@ impl ShardLeases {
                 active: AtomicBool::new(true),
             }),
         }
-    }
-
-    pub fn holder(&self) -> &str {
-        &self.inner.holder
     }
 
     /// Says whether the worker can consume. One that can't (its broker
