@@ -32,7 +32,10 @@ use reelay_shared::{
     },
 };
 use sha2::{Digest, Sha256};
-use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+use tokio::{
+    sync::{mpsc::UnboundedSender, oneshot},
+    task::JoinHandle,
+};
 use tracing::Instrument;
 
 use super::{StepError, fflow::Forwarder};
@@ -132,8 +135,30 @@ struct InFlight {
     end: u64,
     tail: Vec<Bytes>,
     staged: Vec<StagedSegment>,
-    task: JoinHandle<Result<String, object_store::Error>>,
+    /// The upload's ETag or error, sent before the task reports on `done`:
+    /// whoever hears `done` finds it here. (Not the task's own result: a
+    /// task that has sent on `done` may not count as finished yet, and a
+    /// part committed only once it does could wait for a `done` that never
+    /// comes again.)
+    result: oneshot::Receiver<PartPut>,
+    task: JoinHandle<()>,
 }
+
+impl InFlight {
+    /// The part upload's result once it has one; `None` while it runs.
+    fn ended(&mut self) -> Option<Result<PartPut, StepError>> {
+        match self.result.try_recv() {
+            Ok(put) => Some(Ok(put)),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StepError::Corrupt(
+                "a part upload task ended without a result".into(),
+            ))),
+        }
+    }
+}
+
+/// What S3 answered a part upload: its ETag, or why not.
+type PartPut = Result<String, object_store::Error>;
 
 impl Drop for Upload {
     fn drop(&mut self) {
@@ -493,6 +518,7 @@ impl Upload {
             self.video,
             done.clone(),
         );
+        let (sender, result) = oneshot::channel();
         let task = tokio::spawn(
             async move {
                 let started = Instant::now();
@@ -504,8 +530,8 @@ impl Upload {
                     .map(|part| part.content_id);
                 metrics::histogram!("reelay_part_upload_seconds")
                     .record(started.elapsed().as_secs_f64());
+                let _ = sender.send(put);
                 let _ = done.send(video);
-                put
             }
             .in_current_span(),
         );
@@ -514,6 +540,7 @@ impl Upload {
             end,
             tail,
             staged,
+            result,
             task,
         });
         Ok(())
@@ -521,13 +548,9 @@ impl Upload {
 
     /// Commits, in order, every part at the front whose upload has ended.
     async fn commit_finished_parts(&mut self, ctx: &Context) -> Result<(), StepError> {
-        while self.in_flight.front().is_some_and(|p| p.task.is_finished()) {
+        while let Some(put) = self.in_flight.front_mut().and_then(InFlight::ended) {
             let part = self.in_flight.pop_front().expect("checked above");
-            let put = part
-                .task
-                .await
-                .map_err(|e| StepError::Corrupt(format!("part upload task: {e}")))?;
-            self.commit_part(ctx, part.number, part.end, part.tail, part.staged, put)
+            self.commit_part(ctx, part.number, part.end, part.tail, part.staged, put?)
                 .await?;
         }
         Ok(())
@@ -719,6 +742,57 @@ mod tests {
             forwarder: None,
             firmware: None,
         }
+    }
+
+    /// The race the bench found: a part's task reports on `done` and is
+    /// only then finished; the consumer that hears `done` first must find
+    /// the part ended (before, it checked the task, saw it running, and the
+    /// upload waited for a `done` that had already come).
+    #[tokio::test]
+    async fn a_part_has_ended_once_its_result_is_sent_though_its_task_still_runs() {
+        let (sender, result) = oneshot::channel();
+        let (release, hold) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = sender.send(Ok("etag".to_owned()));
+            let _ = hold.await;
+        });
+        let mut part = InFlight {
+            number: 1,
+            end: 8,
+            tail: Vec::new(),
+            staged: Vec::new(),
+            result,
+            task,
+        };
+        let ended = wait_for_end(&mut part).await;
+        assert!(!part.task.is_finished(), "the task still runs");
+        let put = ended.expect("ended").expect("a result");
+        assert_eq!(put.expect("stored"), "etag");
+        let _ = release.send(());
+
+        let (sender, result) = oneshot::channel::<PartPut>();
+        let mut running = InFlight {
+            result,
+            task: tokio::spawn(std::future::pending()),
+            ..part
+        };
+        assert!(running.ended().is_none(), "no result yet: still running");
+        drop(sender);
+        assert!(
+            matches!(running.ended(), Some(Err(StepError::Corrupt(_)))),
+            "a task gone without a result is an error, not a wait"
+        );
+        running.task.abort();
+    }
+
+    async fn wait_for_end(part: &mut InFlight) -> Option<Result<PartPut, StepError>> {
+        for _ in 0..1000 {
+            if let Some(ended) = part.ended() {
+                return Some(ended);
+            }
+            tokio::task::yield_now().await;
+        }
+        None
     }
 
     #[test]
