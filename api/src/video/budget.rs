@@ -6,7 +6,10 @@
 //! slows the client down rather than the api failing it, and no PATCH
 //! waits while holding bytes others wait for.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use tokio::sync::Semaphore;
 
@@ -16,6 +19,9 @@ pub struct Budget {
     /// The most ever held at once (the `reelay_api_buffered_bytes_peak`
     /// gauge).
     peak: AtomicUsize,
+    /// Held while the gauges are set from a fresh reading: two changes at
+    /// once could otherwise leave the older reading on the gauge last.
+    gauges: Mutex<()>,
 }
 
 impl Budget {
@@ -25,6 +31,7 @@ impl Budget {
             room: Semaphore::new(total),
             total,
             peak: AtomicUsize::new(0),
+            gauges: Mutex::new(()),
         }
     }
 
@@ -66,6 +73,7 @@ impl Budget {
     }
 
     fn held_changed(&self) {
+        let _setting = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.held();
         let peak = self.peak.fetch_max(held, Ordering::Relaxed).max(held);
         metrics::gauge!("reelay_api_buffered_bytes").set(held as f64);
