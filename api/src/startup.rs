@@ -52,7 +52,13 @@ impl Application {
             .await
             .context("connecting to Redis")?;
         let topology = Topology::new(&config.amqp);
-        reelay_shared::shards::check_count(store.pool(), &topology.prefix, topology.shards).await?;
+        reelay_shared::shards::check_count(
+            store.pool(),
+            &topology,
+            &config.amqp.url,
+            &config.replica,
+        )
+        .await?;
         let queues = reelay_shared::queues(&topology);
         let publisher = Arc::new(Publisher::new(
             config.amqp.url.clone(),
@@ -126,14 +132,7 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(port = self.port(), "api listening");
         let publisher = self.state.publisher.clone();
-        // The peer address keys the public endpoints' rate limits.
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let served = crate::serve::serve(self.listener, self.router, shutdown).await;
         publisher.close().await;
         served
     }

@@ -34,6 +34,8 @@ use tokio::{
     time::{Instant, sleep},
 };
 
+use crate::mq::Topology;
+
 /// How long a hand-over may hold a lease past the decision to let it go;
 /// after that the lease is left to expire.
 const HANDOVER_LIMIT: Duration = Duration::from_secs(20);
@@ -396,13 +398,53 @@ impl ShardLeases {
 /// The number of shards is fixed once a deployment ran: every upload's
 /// chunks go to shard (id mod shards), so another number would send an
 /// upload's next chunks to a queue whose consumer knows nothing of the ones
-/// before. Records `shards` for `group` on first start; refuses another.
-pub async fn check_count(pool: &PgPool, group: &str, shards: u16) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO shard_counts (grp, shards) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+/// before. Records the topology's count for its queue prefix on first start
+/// and refuses another number after.
+///
+/// A deployment from before counts were recorded (their default was 4) has
+/// no record: on the first start the broker's chunk queues are counted
+/// instead, and if they are of another number and still hold chunks, the
+/// start is refused too. Drained queues of another number are no obstacle
+/// (that is how the number is changed). An unreachable broker skips the
+/// count with a warning; the number is recorded all the same.
+pub async fn check_count(
+    pool: &PgPool,
+    topology: &Topology,
+    amqp_url: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let (group, shards) = (&topology.prefix, topology.shards);
+    let recorded: Option<i32> =
+        sqlx::query_scalar("SELECT shards FROM shard_counts WHERE grp = $1")
+            .bind(group)
+            .fetch_optional(pool)
+            .await?;
+    if recorded.is_none() {
+        match chunk_queues_found(topology, amqp_url, name).await {
+            Ok((found, ready)) if found != 0 && found != shards && ready > 0 => anyhow::bail!(
+                "REELAY_SHARDS is {shards} but the broker's chunk queues under prefix {group:?} \
+                 are {found} and hold {ready} chunks of uploads in progress (left by a deployment \
+                 that ran {found}, such as one from before shard counts were recorded, whose \
+                 default was 4): an upload's chunks \
+                 must keep going to the same shard. Start with REELAY_SHARDS={found}, or change \
+                 the number as the README's 'Scaling workers' says (stop every api and worker \
+                 and let the chunk queues drain first)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not count the broker's chunk queues; recording REELAY_SHARDS={shards} \
+                 as this deployment's number of shards"
+            ),
+        }
+        sqlx::query(
+            "INSERT INTO shard_counts (grp, shards) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
         .bind(group)
         .bind(i32::from(shards))
         .execute(pool)
         .await?;
+    }
     let recorded: i32 = sqlx::query_scalar("SELECT shards FROM shard_counts WHERE grp = $1")
         .bind(group)
         .fetch_one(pool)
@@ -417,6 +459,40 @@ pub async fn check_count(pool: &PgPool, group: &str, shards: u16) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// How many chunk queues the broker has under the topology's prefix
+/// (`chunks.0` upward, up to the first missing) and how many messages are
+/// ready in them.
+async fn chunk_queues_found(
+    topology: &Topology,
+    amqp_url: &str,
+    name: &str,
+) -> Result<(u16, u64), lapin::Error> {
+    let connection = crate::mq::connect(amqp_url, &format!("{name}-shard-count")).await?;
+    let channel = connection.create_channel().await?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let (mut found, mut ready) = (0u16, 0u64);
+    while found < u16::MAX {
+        let queue = topology.chunk_queue(found);
+        // A missing queue is a channel error that closes the channel: the
+        // end of the count.
+        match channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await
+        {
+            Ok(queue) => {
+                ready += u64::from(queue.message_count());
+                found += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = connection.close(200, "counted".into()).await;
+    Ok((found, ready))
 }
 
 #[cfg(test)]

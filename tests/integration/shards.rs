@@ -5,7 +5,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use reelay_shared::{VideoId, VideoStatus};
+use reelay_shared::{
+    VideoId, VideoStatus,
+    config::AmqpConfig,
+    mq::{self, Topology},
+};
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
 use reelay_worker::config::WorkerConfig;
 use tokio::{process::Child, sync::watch};
@@ -132,6 +136,77 @@ async fn a_process_started_with_another_number_of_shards_refuses_to_start() {
         message.contains(&format!("REELAY_SHARDS={}", env.topology.shards)),
         "the error names the number to use: {message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_queued_by_a_deployment_from_before_shard_counts_keep_their_number() {
+    let env = TestEnv::new().await;
+    // What a deployment of the old default left behind: 4 chunk queues
+    // under the same prefix, one still holding a chunk, and no record.
+    let legacy = Topology::new(&AmqpConfig {
+        shards: 4,
+        ..env.amqp.clone()
+    });
+    assert_ne!(legacy.shards, env.topology.shards);
+    let connection = mq::connect(&env.amqp.url, "test-legacy")
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    mq::declare(&channel, &reelay_shared::video::jobs::queues(&legacy))
+        .await
+        .expect("declare the old queues");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            legacy.chunk_queue(3).as_str().into(),
+            Default::default(),
+            b"a chunk",
+            Default::default(),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    let recorded = || async {
+        sqlx::query_scalar::<_, i32>("SELECT shards FROM shard_counts")
+            .fetch_optional(env.store.pool())
+            .await
+            .expect("read the record")
+    };
+
+    let refused = reelay_api::startup::Application::build(env.api_config())
+        .await
+        .err()
+        .expect("another number while old queues hold chunks is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("REELAY_SHARDS=4"),
+        "the error names the number the queues were made for: {message}"
+    );
+    assert_eq!(recorded().await, None, "a refused start records nothing");
+
+    // Drained, the old queues are no obstacle: the new number is recorded.
+    channel
+        .queue_purge(legacy.chunk_queue(3).as_str().into(), Default::default())
+        .await
+        .expect("purge");
+    let _api = env.spawn_api().await;
+    assert_eq!(recorded().await, Some(i32::from(env.topology.shards)));
+
+    // The environment deletes the queues of its own number only.
+    for shard in env.topology.shards..legacy.shards {
+        channel
+            .queue_delete(
+                legacy.chunk_queue(shard).as_str().into(),
+                Default::default(),
+            )
+            .await
+            .expect("delete an old queue");
+    }
+    let _ = connection.close(200, "done".into()).await;
 }
 
 /// A value from a Prometheus text page.

@@ -87,7 +87,7 @@ impl Worker {
             None => None,
         };
         let topology = Topology::new(&config.amqp);
-        shards::check_count(store.pool(), &topology.prefix, topology.shards).await?;
+        shards::check_count(store.pool(), &topology, &config.amqp.url, &config.replica).await?;
         let shards = ShardLeases::new(
             store.pool().clone(),
             &topology.prefix,
