@@ -63,7 +63,7 @@ pub struct ApiConfig {
     /// `x-forwarded-for` (its last address). Set it only behind a proxy
     /// that sets it: a client could name any address otherwise.
     pub client_ip_header: Option<String>,
-    /// `REELAY_API_BUFFER_MIB` (default 64): request-body bytes this api
+    /// `REELAY_API_BUFFER_MIB` (default 32): request-body bytes this api
     /// holds across all PATCHes at most; past it, PATCHes publish shorter
     /// chunks and stop reading until there is room (see `video::budget`).
     pub buffer_budget: usize,
@@ -188,7 +188,7 @@ impl PublicRate {
 /// `REELAY_API_BUFFER_MIB`: room for a chunk at least, at most 4095 MiB
 /// (one semaphore).
 fn buffer_budget(env: &Env, chunk_size: usize) -> Result<usize, ConfigError> {
-    let mib: usize = env.parse_or("REELAY_API_BUFFER_MIB", 64)?;
+    let mib: usize = env.parse_or("REELAY_API_BUFFER_MIB", 32)?;
     if !(1..4096).contains(&mib) || mib << 20 < chunk_size {
         return Err(ConfigError::Invalid {
             name: "REELAY_API_BUFFER_MIB",

@@ -15,6 +15,7 @@ pub mod etag;
 pub mod fleet;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod text;

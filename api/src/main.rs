@@ -29,6 +29,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    reelay_shared::memory::give_back_large_buffers();
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!(

@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     concurrent: usize,
     /// The api's budget of buffered body bytes (REELAY_API_BUFFER_MIB).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     api_buffer_mib: usize,
     /// Where reelay-api and reelay-worker are.
     #[arg(long, default_value = "target/release")]

@@ -5,6 +5,7 @@ use reelay_shared::{shutdown::shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    reelay_shared::memory::give_back_large_buffers();
     telemetry::init_tracing();
     let app = Application::build(FflowConfig::from_env()?).await?;
     app.run_until_stopped(shutdown_signal()).await?;

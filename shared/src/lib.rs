@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod hashing;
 pub mod lease;
 pub mod lock;
+pub mod memory;
 pub mod mq;
 pub mod ops;
 pub mod presign;

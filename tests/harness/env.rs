@@ -214,7 +214,10 @@ impl TestEnv {
             // public rate; tests/integration/rate_limits.rs turns it on.
             public_rate: None,
             client_ip_header: None,
-            buffer_budget: 64 << 20,
+            buffer_budget: Env::process()
+                .parse_or("REELAY_API_BUFFER_MIB", 32usize)
+                .expect("a number of MiB")
+                << 20,
             clickhouse: self.clickhouse.clone(),
             view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {

@@ -21,6 +21,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    reelay_shared::memory::give_back_large_buffers();
     telemetry::init_tracing();
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {
