@@ -56,8 +56,15 @@ async fn terminating_an_upload_aborts_it_and_removes_its_objects() {
         StatusCode::NO_CONTENT,
         "a second delete is a no-op"
     );
+    // The worker records the removal after the objects are gone: the
+    // listing above can see the one before the log has the other.
+    let recorded = wait_until(Duration::from_secs(10), || async {
+        let history = env.store.events(id).await.expect("history");
+        history.iter().any(|e| e.kind == "objects_removed")
+    })
+    .await;
+    assert!(recorded, "the removal is in the video's history");
     let history = env.store.events(id).await.expect("history");
-    assert!(history.iter().any(|e| e.kind == "objects_removed"));
     assert!(history.iter().any(|e| e.kind == "deleted"));
 }
 
