@@ -27,9 +27,14 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The allocator is set before the runtime starts any thread.
+fn main() -> anyhow::Result<()> {
     reelay_shared::memory::give_back_large_buffers();
+    run()
+}
+
+#[tokio::main]
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!(

@@ -1,19 +1,24 @@
-//! The api's HTTP/1.1 server: `axum::serve` with the read buffer bounded.
+//! The api's HTTP server: `axum::serve` with the read buffer bounded.
 //!
 //! hyper reads a connection into a buffer that grows to ~408 KiB while a
 //! body streams in, and keeps it for the connection's life; axum's `serve`
 //! has no setting for it. With 200 PATCHes streaming at once that was
-//! ~80 MiB held outside the api's body budget (`video::budget`). Here each
-//! connection reads into at most [`READ_BUFFER`] bytes; everything else is
-//! as `axum::serve` does it: the peer's address as `ConnectInfo`, and a
-//! graceful shutdown that stops accepting, lets each connection finish its
-//! request in progress, and waits for all of them.
+//! ~80 MiB held outside the api's body budget (`video::budget`). Here an
+//! HTTP/1.1 connection reads into at most [`READ_BUFFER`] bytes, which also
+//! bounds a request's head (431 past it); everything else is as
+//! `axum::serve` does it: the same connection builder (HTTP/1.1 with
+//! upgrades, or HTTP/2 with prior knowledge), the peer's address as
+//! `ConnectInfo`, and a graceful shutdown that stops accepting, lets each
+//! connection finish its request in progress, and waits for all of them.
 
 use std::{future::Future, pin::pin, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceExt;
 
@@ -56,11 +61,10 @@ pub async fn serve(
         let mut stopping = stopping.clone();
         let closed = all_closed.clone();
         tokio::spawn(async move {
-            let mut connection = pin!(
-                http1::Builder::new()
-                    .max_buf_size(READ_BUFFER)
-                    .serve_connection(TokioIo::new(stream), service)
-            );
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(READ_BUFFER);
+            let mut connection =
+                pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             tokio::select! {
                 result = connection.as_mut() => log_end(result),
                 () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
@@ -78,7 +82,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn log_end(result: Result<(), hyper::Error>) {
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = result {
         tracing::trace!(error = %e, "connection ended with an error");
     }

@@ -16,17 +16,21 @@
 /// those kept ~100 MiB of the api resident after a load of 200 uploads).
 pub const MMAP_THRESHOLD: usize = 64 * 1024;
 
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`], unless glibc's own
-/// `MALLOC_MMAP_THRESHOLD_` is set (the operator's choice stands). A no-op
-/// with another C library.
+/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`], unless the operator
+/// set one (glibc's `MALLOC_MMAP_THRESHOLD_`, or `mmap_threshold` in
+/// `GLIBC_TUNABLES`): theirs stands. A no-op with another C library. Call
+/// it first thing in `main`, before the async runtime starts its threads.
 #[allow(unsafe_code)]
 pub fn give_back_large_buffers() {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+    let tuned = std::env::var_os("GLIBC_TUNABLES")
+        .is_some_and(|t| t.to_string_lossy().contains("mmap_threshold"));
+    if tuned || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
         return;
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; it is safe to
-    // call at any time and from any thread.
+    // SAFETY: mallopt only sets a tunable of the allocator and takes the
+    // allocator's lock; glibc marks it "MT-Unsafe init", so it is called
+    // before the process starts any thread (see the callers' `main`).
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
     }

@@ -403,10 +403,14 @@ impl ShardLeases {
 ///
 /// A deployment from before counts were recorded (their default was 4) has
 /// no record: on the first start the broker's chunk queues are counted
-/// instead, and if they are of another number and still hold chunks, the
-/// start is refused too. Drained queues of another number are no obstacle
-/// (that is how the number is changed). An unreachable broker skips the
-/// count with a warning; the number is recorded all the same.
+/// instead, and if they are of another number and still hold ready chunks,
+/// the start is refused too. Drained queues of another number are no
+/// obstacle (that is how the number is changed). Chunks that processes of
+/// the old number still hold unacked are not seen (nor, on quorum queues,
+/// their consumers: RabbitMQ 3.10's passive declare counted none in our
+/// test), hence the README's "stop every api and worker" first. A broker
+/// that can't be asked leaves the number unrecorded, with a warning: a
+/// later start records it.
 pub async fn check_count(
     pool: &PgPool,
     topology: &Topology,
@@ -420,22 +424,34 @@ pub async fn check_count(
             .fetch_optional(pool)
             .await?;
     if recorded.is_none() {
-        match chunk_queues_found(topology, amqp_url, name).await {
-            Ok((found, ready)) if found != 0 && found != shards && ready > 0 => anyhow::bail!(
-                "REELAY_SHARDS is {shards} but the broker's chunk queues under prefix {group:?} \
-                 are {found} and hold {ready} chunks of uploads in progress (left by a deployment \
-                 that ran {found}, such as one from before shard counts were recorded, whose \
-                 default was 4): an upload's chunks \
-                 must keep going to the same shard. Start with REELAY_SHARDS={found}, or change \
-                 the number as the README's 'Scaling workers' says (stop every api and worker \
-                 and let the chunk queues drain first)"
-            ),
+        let counted =
+            tokio::time::timeout(PROBE_TIMEOUT, chunk_queues_found(topology, amqp_url, name))
+                .await
+                .map_err(|_| anyhow::anyhow!("the broker did not answer in {PROBE_TIMEOUT:?}"))
+                .and_then(|counted| Ok(counted?));
+        match counted {
+            Ok(found) if found.queues != 0 && found.queues != shards && found.ready > 0 => {
+                anyhow::bail!(
+                    "REELAY_SHARDS is {shards} but the broker's chunk queues under prefix \
+                     {group:?} are {queues} and hold {ready} chunks of uploads in progress \
+                     (left by a deployment that ran {queues}, such as one from before shard \
+                     counts were recorded, whose default was 4): an upload's chunks must keep \
+                     going to the same shard. Start with REELAY_SHARDS={queues}, or change the \
+                     number as the README's 'Scaling workers' says (stop every api and worker \
+                     and let the chunk queues drain first)",
+                    queues = found.queues,
+                    ready = found.ready,
+                )
+            }
             Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not count the broker's chunk queues; recording REELAY_SHARDS={shards} \
-                 as this deployment's number of shards"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "could not count the broker's chunk queues; REELAY_SHARDS={shards} is \
+                     recorded by a later start that can"
+                );
+                return Ok(());
+            }
         }
         sqlx::query(
             "INSERT INTO shard_counts (grp, shards) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -461,38 +477,54 @@ pub async fn check_count(
     Ok(())
 }
 
-/// How many chunk queues the broker has under the topology's prefix
-/// (`chunks.0` upward, up to the first missing) and how many messages are
-/// ready in them.
+/// How long counting the broker's chunk queues may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The chunk queues the broker has under a prefix.
+#[derive(Debug, Default)]
+struct ChunkQueues {
+    /// `chunks.0` upward, up to the first missing.
+    queues: u16,
+    /// Messages ready in them.
+    ready: u64,
+}
+
 async fn chunk_queues_found(
     topology: &Topology,
     amqp_url: &str,
     name: &str,
-) -> Result<(u16, u64), lapin::Error> {
+) -> Result<ChunkQueues, lapin::Error> {
     let connection = crate::mq::connect(amqp_url, &format!("{name}-shard-count")).await?;
     let channel = connection.create_channel().await?;
     let passive = lapin::options::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    let (mut found, mut ready) = (0u16, 0u64);
-    while found < u16::MAX {
-        let queue = topology.chunk_queue(found);
-        // A missing queue is a channel error that closes the channel: the
-        // end of the count.
+    let mut found = ChunkQueues::default();
+    let counted = loop {
+        if found.queues == u16::MAX {
+            break Ok(());
+        }
+        let queue = topology.chunk_queue(found.queues);
         match channel
             .queue_declare(queue.as_str().into(), passive, Default::default())
             .await
         {
             Ok(queue) => {
-                ready += u64::from(queue.message_count());
-                found += 1;
+                found.ready += u64::from(queue.message_count());
+                found.queues += 1;
             }
-            Err(_) => break,
+            // 404 (which closes the channel): the end of the count.
+            Err(e) if is_not_found(&e) => break Ok(()),
+            Err(e) => break Err(e),
         }
-    }
+    };
     let _ = connection.close(200, "counted".into()).await;
-    Ok((found, ready))
+    counted.map(|()| found)
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
 #[cfg(test)]

@@ -188,11 +188,11 @@ async fn chunks_queued_by_a_deployment_from_before_shard_counts_keep_their_numbe
     );
     assert_eq!(recorded().await, None, "a refused start records nothing");
 
-    // Drained, the old queues are no obstacle: the new number is recorded.
     channel
         .queue_purge(legacy.chunk_queue(3).as_str().into(), Default::default())
         .await
         .expect("purge");
+    // Drained, the old queues are no obstacle: the new number is recorded.
     let _api = env.spawn_api().await;
     assert_eq!(recorded().await, Some(i32::from(env.topology.shards)));
 

@@ -19,9 +19,14 @@ enum Command {
     RebuildProjections,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The allocator is set before the runtime starts any thread.
+fn main() -> anyhow::Result<()> {
     reelay_shared::memory::give_back_large_buffers();
+    run()
+}
+
+#[tokio::main]
+async fn run() -> anyhow::Result<()> {
     telemetry::init_tracing();
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {

@@ -160,6 +160,18 @@ impl InFlight {
 /// What S3 answered a part upload: its ETag, or why not.
 type PartPut = Result<String, object_store::Error>;
 
+/// How a part upload's task ends: its result first, then `done`, so that
+/// whoever hears `done` finds the result ([`InFlight::ended`]).
+fn report_end(
+    result: oneshot::Sender<PartPut>,
+    done: &UnboundedSender<VideoId>,
+    video: VideoId,
+    put: PartPut,
+) {
+    let _ = result.send(put);
+    let _ = done.send(video);
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         // Dropped state (a failure, a consumer restart) leaves no task
@@ -530,8 +542,7 @@ impl Upload {
                     .map(|part| part.content_id);
                 metrics::histogram!("reelay_part_upload_seconds")
                     .record(started.elapsed().as_secs_f64());
-                let _ = sender.send(put);
-                let _ = done.send(video);
+                report_end(sender, &done, video, put);
             }
             .in_current_span(),
         );
@@ -751,9 +762,11 @@ mod tests {
     #[tokio::test]
     async fn a_part_has_ended_once_its_result_is_sent_though_its_task_still_runs() {
         let (sender, result) = oneshot::channel();
+        let (done, mut heard) = tokio::sync::mpsc::unbounded_channel();
         let (release, hold) = oneshot::channel::<()>();
+        let video = VideoId::new();
         let task = tokio::spawn(async move {
-            let _ = sender.send(Ok("etag".to_owned()));
+            report_end(sender, &done, video, Ok("etag".to_owned()));
             let _ = hold.await;
         });
         let mut part = InFlight {
@@ -764,7 +777,9 @@ mod tests {
             result,
             task,
         };
-        let ended = wait_for_end(&mut part).await;
+        // What the consumer does: hear `done`, then look at the part.
+        assert_eq!(heard.recv().await, Some(video));
+        let ended = part.ended();
         assert!(!part.task.is_finished(), "the task still runs");
         let put = ended.expect("ended").expect("a result");
         assert_eq!(put.expect("stored"), "etag");
@@ -783,16 +798,6 @@ mod tests {
             "a task gone without a result is an error, not a wait"
         );
         running.task.abort();
-    }
-
-    async fn wait_for_end(part: &mut InFlight) -> Option<Result<PartPut, StepError>> {
-        for _ in 0..1000 {
-            if let Some(ended) = part.ended() {
-                return Some(ended);
-            }
-            tokio::task::yield_now().await;
-        }
-        None
     }
 
     #[test]
