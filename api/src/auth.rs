@@ -3,6 +3,11 @@
 //! HS256 with `REELAY_JWT_SECRET`, and RS256 when `REELAY_JWT_PUBLIC_KEY`
 //! holds a PEM public key.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reelay_shared::UserId;
@@ -24,7 +29,7 @@ pub enum Role {
     Admin,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
     pub exp: u64,
@@ -38,12 +43,20 @@ pub struct Claims {
 /// Verifies HS256 tokens, and RS256 ones when a public key is configured:
 /// `exp` and `sub` required, `nbf` honoured when present, both with
 /// `leeway` for the issuer's clock.
+///
+/// Tokens that verified are remembered until they expire: an app polling
+/// through an upload sends the same token each time, and its bytes are
+/// enough to know the answer again (a hash lookup instead of a signature).
 #[derive(Clone)]
 pub struct Verifier {
     hs256: DecodingKey,
     rs256: Option<DecodingKey>,
     leeway: std::time::Duration,
+    verified: Arc<Mutex<HashMap<Box<str>, Claims>>>,
 }
+
+/// Verified tokens remembered at most; past it the memory starts over.
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl Verifier {
     pub fn new(
@@ -57,10 +70,29 @@ impl Verifier {
                 .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
                 .transpose()?,
             leeway,
+            verified: Arc::default(),
         })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = |claims: &Claims| claims.exp.saturating_add(self.leeway.as_secs()) < now;
+        if let Some(claims) = self.verified.lock().expect("tokens").get(token)
+            && !expired(claims)
+        {
+            return Ok(claims.clone());
+        }
+        let claims = self.check(token)?;
+        let mut verified = self.verified.lock().expect("tokens");
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// The signature and the claims' times, checked.
+    fn check(&self, token: &str) -> Result<Claims, ApiError> {
         let invalid = || ApiError::Unauthorized("the bearer token is invalid or expired");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         let key = match header.alg {
@@ -257,6 +289,27 @@ mod tests {
         )
         .unwrap();
         assert!(verifier.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_tampered_one_is_not_remembered() {
+        let verifier = Verifier::new("s", None, Duration::ZERO).unwrap();
+        let user = Uuid::new_v4();
+        let token = issue("s", user, 1).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().sub, user);
+        assert_eq!(
+            verifier.verify(&token).unwrap().sub,
+            user,
+            "again, remembered"
+        );
+        // The same claims, another signature: not the remembered bytes.
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        assert!(verifier.verify(&format!("{signed}.AAAA")).is_err());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(
+            verifier.verify(&token).is_err(),
+            "expired, though remembered"
+        );
     }
 
     #[test]

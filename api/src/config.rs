@@ -67,6 +67,10 @@ pub struct ApiConfig {
     /// holds across all PATCHes at most; past it, PATCHes publish shorter
     /// chunks and stop reading until there is room (see `video::budget`).
     pub buffer_budget: usize,
+    /// `REELAY_POLL_CACHE_VIDEOS` (default 100000; 0 turns both off): videos
+    /// whose poll answers this replica keeps, and users whose profile video
+    /// batch links read, exact by LISTEN/NOTIFY (see `reelay_shared::fresh`).
+    pub poll_cache_videos: usize,
     /// Where statistics are read from.
     pub clickhouse: ClickHouseConfig,
     /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
@@ -88,6 +92,7 @@ impl ApiConfig {
         let upload = UploadConfig::read(env)?;
         Ok(Self {
             buffer_budget: buffer_budget(env, upload.chunk_size)?,
+            poll_cache_videos: env.parse_or("REELAY_POLL_CACHE_VIDEOS", 100_000)?,
             upload,
             addr: env.parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             jwt_secret: env.required("REELAY_JWT_SECRET")?,
@@ -148,6 +153,10 @@ impl ApiConfig {
             (
                 "REELAY_API_BUFFER_MIB",
                 (self.buffer_budget >> 20).to_string(),
+            ),
+            (
+                "REELAY_POLL_CACHE_VIDEOS",
+                self.poll_cache_videos.to_string(),
             ),
         ];
         vars.extend(self.clickhouse.to_env());

@@ -4,6 +4,7 @@
 //! few bytes back.
 
 use axum::{
+    body::Bytes,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -12,49 +13,72 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
-/// `value` as JSON with its `ETag`, or a 304 when `headers` already hold it.
-/// The body depends on who asks (their reaction), hence `private`.
-pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
-    let body = match serde_json::to_vec(value) {
-        Ok(body) => body,
-        Err(e) => return ApiError::Internal(e.into()).into_response(),
-    };
-    // A digest of the body: the same answer has the same tag on every
-    // replica and across versions (16 bytes are plenty for a cache tag).
-    let tag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == tag || t == "*");
-    let etag = HeaderValue::from_str(&tag).expect("hex in quotes is a header value");
-    let cache = HeaderValue::from_static("private, no-cache");
-    if matches {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag), (header::CACHE_CONTROL, cache)],
-        )
-            .into_response();
+/// A JSON body and its tag, made once and answered many times (a cached
+/// poll answer keeps its own).
+#[derive(Clone)]
+pub struct Tagged {
+    body: Bytes,
+    tag: HeaderValue,
+}
+
+impl Tagged {
+    pub fn of(value: &impl Serialize) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))?;
+        // A digest of the body: the same answer has the same tag on every
+        // replica and across versions (16 bytes are plenty for a cache tag).
+        let tag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+        Ok(Self {
+            body: body.into(),
+            tag: HeaderValue::from_str(&tag).expect("hex in quotes is a header value"),
+        })
     }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, etag),
-            (header::CACHE_CONTROL, cache),
-        ],
-        body,
-    )
-        .into_response()
+
+    /// The body with its `ETag`, or a 304 when `headers` already hold it.
+    /// The body depends on who asks (their reaction), hence `private`.
+    pub fn respond(&self, headers: &HeaderMap) -> Response {
+        let tag = self.tag.as_bytes();
+        let matches = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|t| {
+                let t = t.trim_ascii();
+                t.strip_prefix(b"W/").unwrap_or(t)
+            })
+            .any(|t| t == tag || t == b"*");
+        let cache = HeaderValue::from_static("private, no-cache");
+        if matches {
+            return (
+                StatusCode::NOT_MODIFIED,
+                [
+                    (header::ETAG, self.tag.clone()),
+                    (header::CACHE_CONTROL, cache),
+                ],
+            )
+                .into_response();
+        }
+        (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::ETAG, self.tag.clone()),
+                (header::CACHE_CONTROL, cache),
+            ],
+            self.body.clone(),
+        )
+            .into_response()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json(headers: &HeaderMap, value: &serde_json::Value) -> Response {
+        Tagged::of(value).expect("JSON").respond(headers)
+    }
 
     #[test]
     fn the_same_body_is_a_304_and_a_changed_one_a_200() {

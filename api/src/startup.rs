@@ -79,7 +79,19 @@ impl Application {
                 "REELAY_DEV_TOKENS is on: this machine may mint admin tokens (development only)"
             );
         }
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
+            polls: reelay_shared::fresh::FreshCache::start(
+                store.pool(),
+                reelay_shared::fresh::VIDEO_CHANGED,
+                "polls",
+                config.poll_cache_videos,
+            ),
+            profiles: reelay_shared::fresh::FreshCache::start(
+                store.pool(),
+                reelay_shared::fresh::PROFILE_CHANGED,
+                "profiles",
+                config.poll_cache_videos,
+            ),
             throttle: crate::throttle::Throttle::new(&config),
             budget: Arc::new(crate::video::budget::Budget::new(config.buffer_budget)),
             reports,
@@ -103,7 +115,7 @@ impl Application {
             storage: Storage::new(&config.s3).context("building the S3 client")?,
             metrics: telemetry::metrics_handle(),
             config: Arc::new(config),
-        };
+        });
         let addr = state.config.addr;
         let listener = TcpListener::bind(addr)
             .await

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use reelay_shared::lock::Redis;
 use reelay_shared::{
     clickhouse::ClickHouse, lock::Locks, mq::Publisher, storage::Storage, store::Store,
+    video::queries::ProfileVideo,
 };
 
 use crate::{
@@ -15,8 +16,26 @@ use crate::{
     engagement::events::{Audiences, PlaybackSink},
 };
 
+/// One per api, shared by every request: a clone is one reference count
+/// (axum clones the state for each extractor of each request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<ApiConfig>,
     pub store: Store,
     /// Publishes jobs with confirms.
@@ -42,4 +61,9 @@ pub struct AppState {
     pub throttle: crate::throttle::Throttle,
     /// Request-body bytes held across all PATCHes.
     pub budget: Arc<crate::video::budget::Budget>,
+    /// What status polls read, per video and caller, kept exact by
+    /// LISTEN/NOTIFY: a poll costs no query while the video is unchanged.
+    pub polls: reelay_shared::fresh::FreshCache<Arc<crate::routes::video::videos::PollAnswer>>,
+    /// Each user's profile video as batch links read it, kept likewise.
+    pub profiles: reelay_shared::fresh::FreshCache<ProfileVideo>,
 }

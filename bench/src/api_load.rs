@@ -104,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("links req/s: {:.1}", links.requests_per_sec);
         println!("links p99 ms: {:.1}", millis(&links.p99));
+        // How the caches answered over the whole run (hits, misses, syncs).
+        let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        for line in metrics.lines().filter(|l| l.starts_with("reelay_cache_")) {
+            println!("  {line}");
+        }
         Ok::<_, anyhow::Error>(())
     }
     .await;

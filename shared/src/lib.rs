@@ -14,6 +14,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod engagement;
 pub mod fleet;
+pub mod fresh;
 pub mod hashing;
 pub mod lease;
 pub mod lock;

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -78,51 +78,38 @@ impl Presigner {
     /// A presigned GET of `key` (the full object key), valid for `ttl`
     /// (at most seven days).
     pub fn get(&self, key: &str, ttl: Duration) -> String {
-        self.get_at(key, ttl, Utc::now())
+        self.signer(ttl).url(key)
     }
 
-    fn get_at(&self, key: &str, ttl: Duration, now: DateTime<Utc>) -> String {
+    /// Signs many URLs valid for `ttl` (at most seven days) from now: what
+    /// is the same for all of them is made once.
+    pub fn signer(&self, ttl: Duration) -> Signer<'_> {
+        self.signer_at(ttl, Utc::now())
+    }
+
+    fn signer_at(&self, ttl: Duration, now: DateTime<Utc>) -> Signer<'_> {
+        let now = now.trunc_subsecs(0);
         let day = now.format("%Y%m%d").to_string();
         let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-        let mut path =
-            String::with_capacity(self.base_path.len() + self.bucket.len() + key.len() + 8);
-        encode(&mut path, &self.base_path, false);
-        path.push('/');
-        encode(&mut path, &self.bucket, false);
-        path.push('/');
-        encode(&mut path, key, false);
+        let scope = format!("{day}/{}/s3/aws4_request", self.region);
         let mut query = String::with_capacity(256);
         query.push_str("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=");
-        encode(
-            &mut query,
-            &format!(
-                "{}/{day}/{}/s3/aws4_request",
-                self.access_key_id, self.region
-            ),
-            true,
-        );
+        encode(&mut query, &format!("{}/{scope}", self.access_key_id), true);
         let _ = write!(
             query,
             "&X-Amz-Date={stamp}&X-Amz-Expires={}&X-Amz-SignedHeaders=host",
             ttl.min(MAX_EXPIRES).as_secs()
         );
-        let canonical = format!(
-            "GET\n{path}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
-            self.host
-        );
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{stamp}\n{day}/{}/s3/aws4_request\n{}",
-            self.region,
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let mut mac =
-            HmacSha256::new_from_slice(&self.signing_key(&day)).expect("HMAC takes any key length");
-        mac.update(to_sign.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
-        format!(
-            "{}{path}?{query}&X-Amz-Signature={signature}",
-            self.endpoint
-        )
+        Signer {
+            presigner: self,
+            signed_at: now,
+            canonical_tail: format!("\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host),
+            query,
+            to_sign_head: format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"),
+            mac: HmacSha256::new_from_slice(&self.signing_key(&day))
+                .expect("HMAC takes any key length"),
+            scratch: String::with_capacity(512),
+        }
     }
 
     /// The day's signing key, derived once a day.
@@ -155,6 +142,72 @@ impl Presigner {
     }
 }
 
+/// URLs signed at one second for one life: per URL, its path, one SHA-256
+/// and one HMAC (from a key already set up).
+pub struct Signer<'a> {
+    presigner: &'a Presigner,
+    signed_at: DateTime<Utc>,
+    /// The query up to the signature.
+    query: String,
+    /// The canonical request after the path.
+    canonical_tail: String,
+    /// The string to sign before the canonical request's digest.
+    to_sign_head: String,
+    /// Keyed with the day's signing key.
+    mac: HmacSha256,
+    scratch: String,
+}
+
+impl Signer<'_> {
+    /// The second the URLs are signed at (their X-Amz-Date): they expire
+    /// their life after it.
+    pub fn signed_at(&self) -> DateTime<Utc> {
+        self.signed_at
+    }
+
+    /// A presigned GET of `key`.
+    pub fn url(&mut self, key: &str) -> String {
+        let p = self.presigner;
+        let mut url = String::with_capacity(
+            p.endpoint.len()
+                + p.base_path.len()
+                + p.bucket.len()
+                + key.len()
+                + self.query.len()
+                + 96,
+        );
+        url.push_str(&p.endpoint);
+        let path_start = url.len();
+        encode(&mut url, &p.base_path, false);
+        url.push('/');
+        encode(&mut url, &p.bucket, false);
+        url.push('/');
+        encode(&mut url, key, false);
+        let canonical = &mut self.scratch;
+        canonical.clear();
+        canonical.push_str("GET\n");
+        canonical.push_str(&url[path_start..]);
+        canonical.push_str(&self.canonical_tail);
+        let digest = Sha256::digest(canonical.as_bytes());
+        let mut mac = self.mac.clone();
+        mac.update(self.to_sign_head.as_bytes());
+        mac.update(&hex_lower(&digest));
+        url.push('?');
+        url.push_str(&self.query);
+        url.push_str("&X-Amz-Signature=");
+        let signature = hex_lower(&mac.finalize().into_bytes());
+        url.push_str(std::str::from_utf8(&signature).expect("hex is ASCII"));
+        url
+    }
+}
+
+/// Lowercase hex of a 32-byte digest, without an allocation.
+fn hex_lower(bytes: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut out).expect("32 bytes");
+    out
+}
+
 /// SigV4's URI encoding: every byte but `A-Za-z0-9-._~` as `%XX`; `/` kept
 /// in paths and encoded in query values.
 fn encode(out: &mut String, text: &str, slash: bool) {
@@ -165,7 +218,10 @@ fn encode(out: &mut String, text: &str, slash: bool) {
             }
             b'/' if !slash => out.push('/'),
             _ => {
-                let _ = write!(out, "%{byte:02X}");
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[usize::from(byte >> 4)] as char);
+                out.push(HEX[usize::from(byte & 15)] as char);
             }
         }
     }
@@ -209,7 +265,7 @@ mod tests {
                     .await
                     .expect("presign")
                     .to_string();
-                let mine = ours.get_at(key, ttl, now);
+                let mine = ours.signer_at(ttl, now).url(key);
                 if theirs.contains(&now.format("X-Amz-Date=%Y%m%dT%H%M%SZ").to_string()) {
                     assert_eq!(mine, theirs, "{key}");
                     same = true;
@@ -258,12 +314,15 @@ mod tests {
     fn the_signing_key_is_derived_once_a_day() {
         let ours = Presigner::new(&config());
         let now = Utc::now();
-        let first = ours.get_at("k", Duration::from_secs(60), now);
-        assert_eq!(ours.get_at("k", Duration::from_secs(60), now), first);
+        let first = ours.signer_at(Duration::from_secs(60), now).url("k");
+        assert_eq!(ours.signer_at(Duration::from_secs(60), now).url("k"), first);
         let day = ours.day_key.read().unwrap().clone().expect("cached").0;
         assert_eq!(day, now.format("%Y%m%d").to_string());
         let tomorrow = now + chrono::Duration::days(1);
-        assert_ne!(ours.get_at("k", Duration::from_secs(60), tomorrow), first);
+        assert_ne!(
+            ours.signer_at(Duration::from_secs(60), tomorrow).url("k"),
+            first
+        );
         assert_eq!(
             ours.day_key.read().unwrap().clone().expect("cached").0,
             tomorrow.format("%Y%m%d").to_string()

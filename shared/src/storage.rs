@@ -134,6 +134,12 @@ impl Storage {
         self.presigner.get(key, ttl)
     }
 
+    /// Presigns many GETs for `ttl` (at most seven days) signed at one
+    /// second: see [`crate::presign::Signer`].
+    pub fn presigner(&self, ttl: Duration) -> crate::presign::Signer<'_> {
+        self.presigner.signer(ttl)
+    }
+
     /// The key prefix every object of this deployment (or test) starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix

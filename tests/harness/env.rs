@@ -218,6 +218,11 @@ impl TestEnv {
                 .parse_or("REELAY_API_BUFFER_MIB", 32usize)
                 .expect("a number of MiB")
                 << 20,
+            // As production, unless the environment turns it off (a bench's
+            // reference).
+            poll_cache_videos: Env::process()
+                .parse_or("REELAY_POLL_CACHE_VIDEOS", 100_000usize)
+                .expect("a number of videos"),
             clickhouse: self.clickhouse.clone(),
             view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {

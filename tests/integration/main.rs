@@ -15,6 +15,7 @@ mod fleet;
 mod leadership;
 mod moderation;
 mod onboarding;
+mod polls;
 mod profile;
 mod projections;
 mod push;

@@ -9,7 +9,7 @@ pub mod tus;
 
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use reelay_shared::{
     UserId, VideoId, VideoStatus,
     video::{
@@ -110,10 +110,10 @@ pub async fn presign(state: &AppState, key: &str, ttl: Duration) -> ApiResult<Li
     // What the URL honours: at most SigV4's seven days, from a whole second
     // no later than its X-Amz-Date.
     let ttl = ttl.min(reelay_shared::presign::MAX_EXPIRES);
-    let signed_at = Utc::now().trunc_subsecs(0);
+    let mut signer = state.storage.presigner(ttl);
     Ok(Link {
-        url: state.storage.presign_get(key, ttl),
-        expires_at: signed_at + ttl,
+        url: signer.url(key),
+        expires_at: signer.signed_at() + ttl,
     })
 }
 

@@ -15,7 +15,7 @@ use crate::{
     openapi::{BadRequest, Forbidden, TooLarge},
     routes::Routes,
     state::AppState,
-    video::{link_ttl, linkable, moderation_allows, presign_original},
+    video::{link_ttl, linkable, moderation_allows},
 };
 
 pub fn router() -> Routes {
@@ -75,29 +75,47 @@ async fn batch(
         )));
     }
     let ttl = link_ttl(&state, request.ttl)?;
-    let rows = state.store.profile_videos(&request.user_ids).await?;
+    // From this replica's cache while nothing changed (exact, see
+    // `reelay_shared::fresh`), the rest in one query.
+    let store = &state.store;
+    let rows = state
+        .profiles
+        .get_many(&request.user_ids, Uuid::nil(), |missing| async move {
+            let rows = store.profile_videos(&missing).await?;
+            Ok::<_, sqlx::Error>(rows.into_iter().map(|r| (r.user_id, r)).collect())
+        })
+        .await?;
+    // Every link signed at the same second, for the same life.
+    let ttl = ttl.min(reelay_shared::presign::MAX_EXPIRES);
+    let mut signer = state.storage.presigner(ttl);
+    let expires_at = signer.signed_at() + ttl;
     let mut links = Vec::with_capacity(rows.len());
-    for row in rows {
+    for (&user_id, row) in request.user_ids.iter().zip(rows) {
         let ProfileVideo {
-            user_id,
             video_id,
             status,
             verification,
-        } = row;
+            ..
+        } = row.unwrap_or(ProfileVideo {
+            user_id,
+            video_id: None,
+            status: None,
+            verification: None,
+        });
         let link = match (video_id, status, verification) {
             (Some(video), Some(status), Some(verification))
                 if linkable(status) && moderation_allows(&state, caller.role, verification) =>
             {
-                Some((video, presign_original(&state, video, ttl).await?))
+                Some((video, signer.url(&state.storage.original_key(video))))
             }
             _ => None,
         };
         links.push(match link {
-            Some((video, link)) => UserLink {
+            Some((video, url)) => UserLink {
                 user_id,
                 video_id: Some(video.to_string()),
-                url: Some(link.url),
-                expires_at: Some(link.expires_at),
+                url: Some(url),
+                expires_at: Some(expires_at),
             },
             None => UserLink {
                 user_id,

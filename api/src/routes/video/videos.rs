@@ -7,6 +7,8 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
+use std::sync::{Arc, OnceLock};
+
 use chrono::{DateTime, Utc};
 use reelay_shared::{
     VideoId, VideoStatus,
@@ -23,7 +25,7 @@ use crate::{
     cursor,
     engagement::admits,
     error::{ApiError, ApiResult, JsonBody, QueryParams},
-    etag,
+    etag::Tagged,
     openapi::{BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, TooLarge, Unavailable},
     state::AppState,
     text,
@@ -202,42 +204,82 @@ async fn show(
 ) -> ApiResult<Response> {
     let video_id = VideoId::parse(&id).ok_or(ApiError::NotFound)?;
     record_video(video_id);
-    // The video and its counts in one round trip: this is what the app
-    // polls through every upload.
-    let (video, engagement) = state
-        .store
-        .video_with_engagement(video_id, Some(caller.user))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let audience = Audience::of(&video);
+    // The video and its counts in one round trip, and while nothing changes
+    // not even that: this replica keeps the answer, exact by LISTEN/NOTIFY
+    // (`reelay_shared::fresh`). This is what the app polls through every
+    // upload.
+    let answer = state
+        .polls
+        .get(video_id.0, caller.user.0, || async {
+            let row = state
+                .store
+                .video_with_engagement(video_id, Some(caller.user))
+                .await?;
+            Ok::<_, sqlx::Error>(Arc::new(PollAnswer::new(row)))
+        })
+        .await?;
+    let Some((video, engagement)) = &answer.row else {
+        return Err(ApiError::NotFound);
+    };
+    let audience = Audience::of(video);
+    let full = video.owner_id == caller.user || caller.role == Role::Admin;
     if video.status == VideoStatus::Deleted {
         // Deleted is gone, for its owner too: it stays in the list under
         // `status=DELETED`, with its history.
-        return Err(
-            match video.owner_id == caller.user || caller.role == Role::Admin {
-                true => ApiError::Gone("deleted"),
-                false => ApiError::NotFound,
-            },
-        );
+        return Err(match full {
+            true => ApiError::Gone("deleted"),
+            false => ApiError::NotFound,
+        });
     }
-    let shown = if video.owner_id == caller.user || caller.role == Role::Admin {
-        let whole = linkable(video.status);
-        let mut view = VideoView::from(video);
-        view.engagement = whole.then_some(engagement);
-        Shown::Full(view)
+    let tagged = if full {
+        rendered(&answer.full, || {
+            let mut view = VideoView::from(video.clone());
+            view.engagement = linkable(video.status).then(|| engagement.clone());
+            Shown::Full(view)
+        })?
     } else if admits(&audience, Some(caller)) {
-        Shown::Public(PublicVideoView {
-            id: video.id.to_string(),
-            status: video.status,
-            title: video.title,
-            description: video.description,
-            created_at: video.created_at,
-            engagement,
-        })
+        rendered(&answer.public, || {
+            Shown::Public(PublicVideoView {
+                id: video.id.to_string(),
+                status: video.status,
+                title: video.title.clone(),
+                description: video.description.clone(),
+                created_at: video.created_at,
+                engagement: engagement.clone(),
+            })
+        })?
     } else {
         return Err(ApiError::NotFound);
     };
-    Ok(etag::json(&headers, &shown))
+    Ok(tagged.respond(&headers))
+}
+
+/// One caller's poll of one video as the cache keeps it: the row, and its
+/// answers rendered once each (the owner's or an admin's view, and the
+/// public one: the same for every caller it is kept for).
+pub struct PollAnswer {
+    row: Option<(Video, Engagement)>,
+    full: OnceLock<Tagged>,
+    public: OnceLock<Tagged>,
+}
+
+impl PollAnswer {
+    fn new(row: Option<(Video, Engagement)>) -> Self {
+        Self {
+            row,
+            full: OnceLock::new(),
+            public: OnceLock::new(),
+        }
+    }
+}
+
+/// `cell`'s answer, rendered by `shown` the first time.
+fn rendered(cell: &OnceLock<Tagged>, shown: impl FnOnce() -> Shown) -> ApiResult<&Tagged> {
+    if let Some(tagged) = cell.get() {
+        return Ok(tagged);
+    }
+    let tagged = Tagged::of(&shown())?;
+    Ok(cell.get_or_init(|| tagged))
 }
 
 #[derive(Deserialize, IntoParams)]
