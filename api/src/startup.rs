@@ -79,6 +79,7 @@ impl Application {
                 "REELAY_DEV_TOKENS is on: this machine may mint admin tokens (development only)"
             );
         }
+        let metrics = telemetry::metrics_handle();
         let state = AppState::new(crate::state::Shared {
             polls: reelay_shared::fresh::FreshCache::start(
                 store.pool(),
@@ -113,7 +114,7 @@ impl Application {
             )
             .context("REELAY_JWT_PUBLIC_KEY is not a PEM RSA public key")?,
             storage: Storage::new(&config.s3).context("building the S3 client")?,
-            metrics: telemetry::metrics_handle(),
+            metrics,
             config: Arc::new(config),
         });
         let addr = state.config.addr;

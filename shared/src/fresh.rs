@@ -80,14 +80,38 @@ impl<V> Clone for FreshCache<V> {
 struct Shared<V> {
     /// `None` when the cache is off: every read asks the database.
     entries: Option<Mutex<Entries<V>>>,
-    /// What the metrics call it.
+    /// What the logs and metrics call it.
     name: &'static str,
+    counters: Counters,
     /// Syncs begun; a read waits for one numbered above what it saw.
     begun: AtomicU64,
     /// Asks the listener for a sync.
     wake: Notify,
     /// The last sync that ended.
     ended: watch::Sender<Ended>,
+}
+
+/// `reelay_cache_reads_total` by outcome and `reelay_cache_syncs_total`,
+/// registered once (a lookup per read shows in a poll's profile).
+struct Counters {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    bypasses: metrics::Counter,
+    syncs: metrics::Counter,
+}
+
+impl Counters {
+    fn of(cache: &'static str) -> Self {
+        // Handles made before the recorder exists would count nowhere.
+        crate::telemetry::metrics_handle();
+        let reads = |outcome: &'static str| metrics::counter!("reelay_cache_reads_total", "cache" => cache, "outcome" => outcome);
+        Self {
+            hits: reads("hit"),
+            misses: reads("miss"),
+            bypasses: reads("bypass"),
+            syncs: metrics::counter!("reelay_cache_syncs_total", "cache" => cache),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -181,6 +205,7 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
                 })
             }),
             name,
+            counters: Counters::of(name),
             begun: AtomicU64::new(0),
             wake: Notify::new(),
             ended,
@@ -215,19 +240,18 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
             return load().await;
         };
         if !shared.sync().await {
-            metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "bypass").increment(1);
+            shared.counters.bypasses.increment(1);
             return load().await;
         }
         let fill = {
             let mut entries = entries.lock().expect("cache lock");
             if let Some(Slot::Ready(value)) = entries.slot(row, asker) {
-                metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "hit").increment(1);
+                shared.counters.hits.increment(1);
                 return Ok(value.clone());
             }
             entries.begin_fill(row, asker)
         };
-        metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "miss")
-            .increment(1);
+        shared.counters.misses.increment(1);
         let value = load().await?;
         entries
             .lock()
@@ -254,7 +278,7 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
             Some(entries) if shared.sync().await => entries,
             entries => {
                 if entries.is_some() {
-                    metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "bypass").increment(rows.len() as u64);
+                    shared.counters.bypasses.increment(rows.len() as u64);
                 }
                 let loaded: HashMap<Uuid, V> = load(rows.to_vec()).await?.into_iter().collect();
                 return Ok(rows.iter().map(|row| loaded.get(row).cloned()).collect());
@@ -275,10 +299,8 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
             }
         }
         let (hits, misses) = (rows.len() - fills.len(), fills.len());
-        metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "hit")
-            .increment(hits as u64);
-        metrics::counter!("reelay_cache_reads_total", "cache" => shared.name, "outcome" => "miss")
-            .increment(misses as u64);
+        shared.counters.hits.increment(hits as u64);
+        shared.counters.misses.increment(misses as u64);
         if fills.is_empty() {
             return Ok(found);
         }
@@ -339,7 +361,7 @@ async fn listen<V>(shared: Weak<Shared<V>>, pool: PgPool, channel: &'static str)
         let _ = tokio::time::timeout(IDLE_SYNC, shared.wake.notified()).await;
         let sync = shared.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let vouched = sync_once(&shared, &mut listener, &mut retry_at, &pool, channel).await;
-        metrics::counter!("reelay_cache_syncs_total", "cache" => shared.name).increment(1);
+        shared.counters.syncs.increment(1);
         // With more than one connection syncs overlap and may end out of
         // order; the latest ended is what reads wait for.
         shared.ended.send_if_modified(|ended| {
