@@ -58,12 +58,21 @@ CREATE TRIGGER user_videos_truncated AFTER TRUNCATE ON user_videos
 -- Batch links read each user's profile row and its video's status and
 -- verification: a change to either notifies the user's id on
 -- 'profile_changed'.
+-- A profile that comes to point at a video locks that video's row (FOR
+-- SHARE conflicts with any UPDATE of it): a concurrent change of the
+-- video's status then either commits first (and this profile's own
+-- notification follows it) or waits for this commit (and its trigger sees
+-- the profile and notifies the user). Without it, a video rejected while
+-- it became someone's profile video could stay linked in a cache.
 CREATE FUNCTION notify_profile_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         PERFORM pg_notify('profile_changed', OLD.user_id::text);
     END IF;
     IF TG_OP <> 'DELETE' THEN
+        IF NEW.video_id IS NOT NULL THEN
+            PERFORM 1 FROM videos WHERE id = NEW.video_id FOR SHARE;
+        END IF;
         PERFORM pg_notify('profile_changed', NEW.user_id::text);
     END IF;
     RETURN NULL;

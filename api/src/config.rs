@@ -67,10 +67,14 @@ pub struct ApiConfig {
     /// holds across all PATCHes at most; past it, PATCHes publish shorter
     /// chunks and stop reading until there is room (see `video::budget`).
     pub buffer_budget: usize,
-    /// `REELAY_POLL_CACHE_VIDEOS` (default 100000; 0 turns both off): videos
-    /// whose poll answers this replica keeps, and users whose profile video
-    /// batch links read, exact by LISTEN/NOTIFY (see `reelay_shared::fresh`).
-    pub poll_cache_videos: usize,
+    /// `REELAY_POLL_CACHE_ENTRIES` (default 10000; 0 turns it off): status
+    /// poll answers, one per (video, caller), this replica keeps, exact by
+    /// LISTEN/NOTIFY (see `reelay_shared::fresh`); ~2 KB each at most.
+    pub poll_cache_entries: usize,
+    /// `REELAY_LINK_CACHE_USERS` (default 100000; 0 turns it off): users
+    /// whose profile video batch links read from this replica's memory,
+    /// kept likewise; ~100 bytes each.
+    pub link_cache_users: usize,
     /// Where statistics are read from.
     pub clickhouse: ClickHouseConfig,
     /// `REELAY_VIEW_THRESHOLD_MS` (default 10000): a playback session is a
@@ -92,7 +96,8 @@ impl ApiConfig {
         let upload = UploadConfig::read(env)?;
         Ok(Self {
             buffer_budget: buffer_budget(env, upload.chunk_size)?,
-            poll_cache_videos: env.parse_or("REELAY_POLL_CACHE_VIDEOS", 100_000)?,
+            poll_cache_entries: env.parse_or("REELAY_POLL_CACHE_ENTRIES", 10_000)?,
+            link_cache_users: env.parse_or("REELAY_LINK_CACHE_USERS", 100_000)?,
             upload,
             addr: env.parse_or("REELAY_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             jwt_secret: env.required("REELAY_JWT_SECRET")?,
@@ -155,9 +160,10 @@ impl ApiConfig {
                 (self.buffer_budget >> 20).to_string(),
             ),
             (
-                "REELAY_POLL_CACHE_VIDEOS",
-                self.poll_cache_videos.to_string(),
+                "REELAY_POLL_CACHE_ENTRIES",
+                self.poll_cache_entries.to_string(),
             ),
+            ("REELAY_LINK_CACHE_USERS", self.link_cache_users.to_string()),
         ];
         vars.extend(self.clickhouse.to_env());
         vars.extend(self.s3.to_env());

@@ -123,6 +123,9 @@ struct Ended {
 
 struct Entries<V> {
     rows: HashMap<Uuid, Vec<(Uuid, Slot<V>)>>,
+    /// Slots held, over all rows and askers.
+    len: usize,
+    /// Slots held at most.
     capacity: usize,
     next_fill: u64,
 }
@@ -147,16 +150,23 @@ impl<V> Entries<V> {
             *slot = Slot::Filling(fill);
             return fill;
         }
-        if self.rows.len() >= self.capacity && !self.rows.contains_key(&row) {
+        if self.len >= self.capacity {
             // Full: start over rather than track what was used when.
-            self.rows.clear();
+            self.clear();
         }
         let askers = self.rows.entry(row).or_default();
         if askers.len() >= ASKERS_PER_ROW {
+            self.len -= askers.len();
             askers.clear();
         }
         askers.push((asker, Slot::Filling(fill)));
+        self.len += 1;
         fill
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.len = 0;
     }
 
     /// Keeps `value` if fill `fill` is still the one marked.
@@ -174,16 +184,18 @@ impl<V> Entries<V> {
     fn evict(&mut self, payload: &str) {
         match payload.parse::<Uuid>() {
             Ok(row) => {
-                self.rows.remove(&row);
+                if let Some(askers) = self.rows.remove(&row) {
+                    self.len -= askers.len();
+                }
             }
             // `*`, or anything else: all of it may have changed.
-            Err(_) => self.rows.clear(),
+            Err(_) => self.clear(),
         }
     }
 }
 
 impl<V: Clone + Send + 'static> FreshCache<V> {
-    /// A cache of at most `capacity` rows (0: off, every read asks the
+    /// A cache of at most `capacity` values (0: off, every read asks the
     /// database), evicted by the notifications on `channel`, with its own
     /// listening connection to `pool`'s database.
     pub fn start(
@@ -200,6 +212,7 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
             entries: (capacity > 0).then(|| {
                 Mutex::new(Entries {
                     rows: HashMap::new(),
+                    len: 0,
                     capacity,
                     next_fill: 0,
                 })
@@ -338,7 +351,7 @@ impl<V> Shared<V> {
 
     fn clear(&self) {
         if let Some(entries) = &self.entries {
-            entries.lock().expect("cache lock").rows.clear();
+            entries.lock().expect("cache lock").clear();
         }
     }
 
@@ -439,6 +452,7 @@ mod tests {
     fn entries() -> Entries<u32> {
         Entries {
             rows: HashMap::new(),
+            len: 0,
             capacity: 2,
             next_fill: 0,
         }
@@ -483,14 +497,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_starts_over() {
+    fn a_full_cache_starts_over_counting_every_asker() {
         let mut e = entries();
-        let rows: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-        for &row in &rows {
-            let fill = e.begin_fill(row, Uuid::nil());
-            e.end_fill(row, Uuid::nil(), fill, &0);
+        let row = Uuid::new_v4();
+        for asker in [Uuid::new_v4(), Uuid::new_v4()] {
+            let fill = e.begin_fill(row, asker);
+            e.end_fill(row, asker, fill, &0);
         }
-        assert_eq!(e.rows.len(), 1, "the third row started a new cache");
-        assert!(e.slot(rows[2], Uuid::nil()).is_some());
+        assert_eq!(e.len, 2);
+        let other = Uuid::new_v4();
+        e.begin_fill(other, Uuid::nil());
+        assert_eq!(
+            (e.rows.len(), e.len),
+            (1, 1),
+            "the third value started a new cache"
+        );
+        assert!(e.slot(other, Uuid::nil()).is_some());
+        e.evict(&other.to_string());
+        assert_eq!(e.len, 0);
     }
 }

@@ -220,9 +220,12 @@ impl TestEnv {
                 << 20,
             // As production, unless the environment turns it off (a bench's
             // reference).
-            poll_cache_videos: Env::process()
-                .parse_or("REELAY_POLL_CACHE_VIDEOS", 100_000usize)
-                .expect("a number of videos"),
+            poll_cache_entries: Env::process()
+                .parse_or("REELAY_POLL_CACHE_ENTRIES", 10_000usize)
+                .expect("a number of entries"),
+            link_cache_users: Env::process()
+                .parse_or("REELAY_LINK_CACHE_USERS", 100_000usize)
+                .expect("a number of users"),
             clickhouse: self.clickhouse.clone(),
             view_threshold: Duration::from_secs(10),
             database: self.database(match self.tuning {

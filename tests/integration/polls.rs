@@ -219,3 +219,74 @@ async fn batch_links_follow_profile_and_video_changes_at_once_on_every_replica()
         );
     }
 }
+
+/// A verdict on a video and the video becoming someone's profile video,
+/// committed at the same time, cannot leave a link to the rejected video
+/// in a cache (the profile's trigger waits for the video's row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_racing_a_new_profile_still_reaches_batch_links() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api().await;
+    let service = env.token_with_role(Uuid::new_v4(), reelay_api::auth::Role::Service);
+    let user = Uuid::new_v4();
+    // A video that is no one's profile video yet.
+    let video = {
+        let other = env.record_profile_video(Uuid::new_v4()).await;
+        sqlx::query("DELETE FROM profiles WHERE video_id = $1")
+            .bind(other)
+            .execute(env.store.pool())
+            .await
+            .expect("unlink");
+        other
+    };
+    let link = || {
+        let request = reqwest::Client::new()
+            .post(format!("{}/v1/links", api.address))
+            .bearer_auth(&service)
+            .json(&serde_json::json!({ "user_ids": [user] }));
+        async move {
+            let body: Value = request
+                .send()
+                .await
+                .expect("links")
+                .json()
+                .await
+                .expect("json");
+            body["links"][0]["video_id"].clone()
+        }
+    };
+    assert_eq!(link().await, Value::Null);
+
+    // The verdict's transaction holds the video's row, and has looked for
+    // profiles pointing at it (none yet).
+    let mut verdict = env.store.pool().begin().await.expect("begin");
+    sqlx::query("UPDATE videos SET verification = 'rejected' WHERE id = $1")
+        .bind(video)
+        .execute(&mut *verdict)
+        .await
+        .expect("reject");
+    let store = env.store.clone();
+    let profile = tokio::spawn(async move {
+        let set = reelay_shared::video::ProfileEvent::VideoSet {
+            video_id: video,
+            previous: None,
+        };
+        store
+            .append(
+                reelay_shared::video::ProfileId(reelay_shared::UserId(user)),
+                |_| Ok((vec![set], ())),
+            )
+            .await
+            .expect("set the profile")
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !profile.is_finished(),
+        "the new profile waits for the verdict's commit"
+    );
+    // What a read sees meanwhile (and may keep): no profile yet.
+    assert_eq!(link().await, Value::Null);
+    verdict.commit().await.expect("commit");
+    profile.await.expect("profile");
+    assert_eq!(link().await, Value::Null, "no link to a rejected video");
+}
