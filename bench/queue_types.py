@@ -2,8 +2,8 @@
 """RabbitMQ's own CPU per GiB of chunk jobs, by queue type.
 
 What the ingest path asks of the broker, without reelay around it: 4 MiB
-persistent messages published with confirms (two in flight, as a PATCH
-does), consumed with manual acks (prefetch 2), through a quorum queue (what
+persistent messages published with confirms (one in flight: pika's
+blocking channel waits for each; a PATCH keeps two), consumed with manual acks (prefetch 2), through a quorum queue (what
 reelay declares), a classic v2 durable queue and a stream. Prints the
 broker's (beam.smp) CPU seconds per GiB for each, measured in the same run,
 and the ratio against the quorum queue. Needs pika (pip install pika) and

@@ -55,10 +55,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// An idle listener still drains its notifications this often (and ends
 /// this long after its cache is dropped).
 const IDLE_SYNC: Duration = Duration::from_secs(1);
-/// Listening connections. One: reads that arrive while a sync is under way
-/// share the next (measured: a second connection syncs twice as often for
-/// the same throughput).
-const LISTENERS: usize = 1;
 /// Askers kept per row; past it the row's askers start over.
 const ASKERS_PER_ROW: usize = 64;
 
@@ -229,14 +225,15 @@ impl<V: Clone + Send + 'static> FreshCache<V> {
                 .as_ref()
                 .clone()
                 .application_name(LISTENER_NAME);
-            for _ in 0..LISTENERS {
-                let listen_to = PgPoolOptions::new()
-                    .max_connections(1)
-                    .max_lifetime(None)
-                    .idle_timeout(None)
-                    .connect_lazy_with(options.clone());
-                tokio::spawn(listen(Arc::downgrade(&shared), listen_to, channel));
-            }
+            // One connection: reads that arrive while a sync is under way
+            // share the next (a second, syncing alongside, gave no more
+            // polls per second).
+            let listen_to = PgPoolOptions::new()
+                .max_connections(1)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_lazy_with(options);
+            tokio::spawn(listen(Arc::downgrade(&shared), listen_to, channel));
         }
         Self { shared }
     }
@@ -375,15 +372,7 @@ async fn listen<V>(shared: Weak<Shared<V>>, pool: PgPool, channel: &'static str)
         let sync = shared.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let vouched = sync_once(&shared, &mut listener, &mut retry_at, &pool, channel).await;
         shared.counters.syncs.increment(1);
-        // With more than one connection syncs overlap and may end out of
-        // order; the latest ended is what reads wait for.
-        shared.ended.send_if_modified(|ended| {
-            let later = sync > ended.sync;
-            if later {
-                *ended = Ended { sync, vouched };
-            }
-            later
-        });
+        shared.ended.send_replace(Ended { sync, vouched });
     }
 }
 

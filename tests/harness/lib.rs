@@ -92,6 +92,30 @@ pub async fn download_sha256(url: &str) -> String {
     sha256_hex(&response.bytes().await.expect("the body"))
 }
 
+/// The Prometheus page a process serves at `{base}/metrics`.
+pub async fn metrics_page(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("the metrics page")
+}
+
+/// The value of `series` on a Prometheus `page` (its name, and its labels
+/// as the page writes them: `name{label="value"}`); 0 when absent.
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// The tests' Python tus client script.
 pub fn tus_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tus_upload.py")

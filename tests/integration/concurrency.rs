@@ -121,20 +121,8 @@ async fn a_flood_of_patches_stays_within_the_apis_buffer_budget_and_every_upload
             .await;
         assert_eq!(env.original_sha256(*id).await, sha256_hex(data));
     }
-    let metrics = reqwest::get(format!("{}/metrics", api.address))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
+    let metrics = reelay_tests::metrics_page(&api.address).await;
+    let value = |name: &str| reelay_tests::metric(&metrics, name);
     let peak = value("reelay_api_buffered_bytes_peak");
     assert!(
         peak >= (4 * MIB) as f64,

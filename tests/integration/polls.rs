@@ -35,22 +35,12 @@ async fn retitle(env: &TestEnv, video: VideoId, title: &str) {
 }
 
 /// The polls this api answered from its cache, as its metrics count them.
-async fn hits(api: &TestApi) -> u64 {
-    let metrics = reqwest::get(format!("{}/metrics", api.address))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("reelay_cache_reads_total")
-                && l.contains("cache=\"polls\"")
-                && l.contains("outcome=\"hit\"")
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .sum()
+async fn hits(api: &TestApi) -> f64 {
+    let page = reelay_tests::metrics_page(&api.address).await;
+    reelay_tests::metric(
+        &page,
+        "reelay_cache_reads_total{cache=\"polls\",outcome=\"hit\"}",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +73,7 @@ async fn every_replica_answers_a_poll_with_every_change_committed_before_it() {
     }
     let hits_after = hits(&a).await + hits(&b).await;
     assert!(
-        hits_after >= hits_before + 80,
+        hits_after >= hits_before + 80.0,
         "unchanged videos are answered from the cache ({hits_before} → {hits_after} hits)"
     );
 

@@ -10,7 +10,7 @@ use reelay_shared::{
     config::AmqpConfig,
     mq::{self, Topology},
 };
-use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
+use reelay_tests::{MIB, TestEnv, client::Tus, metric, random_bytes, sha256_hex, wait_until};
 use reelay_worker::config::WorkerConfig;
 use tokio::{process::Child, sync::watch};
 use uuid::Uuid;
@@ -210,12 +210,6 @@ async fn chunks_queued_by_a_deployment_from_before_shard_counts_keep_their_numbe
 }
 
 /// A value from a Prometheus text page.
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_holds_no_more_chunk_bytes_than_its_budget_and_says_which_shards_it_consumes() {
     let env = TestEnv::new().await;
@@ -256,14 +250,7 @@ async fn a_worker_holds_no_more_chunk_bytes_than_its_budget_and_says_which_shard
             .await;
         assert_eq!(env.original_sha256(*id).await, sha256_hex(data));
     }
-    let page = http
-        .get(format!("{ops}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let page = reelay_tests::metrics_page(&ops).await;
     let peak = metric(&page, "reelay_worker_buffered_bytes_peak");
     assert!(
         peak >= 4.0 * MIB as f64,

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::SecondsFormat;
-use reelay_shared::{VideoId, video::queries::ProfileVideo};
+use reelay_shared::VideoId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
@@ -63,8 +63,8 @@ pub struct BatchResponse {
 
 /// Profile video links of many users at once (services, admins).
 ///
-/// Each user's current profile video link, in the order asked, from one
-/// query; `null`s for a user without one (or whose video a service may not
+/// Each user's current profile video link, in the order asked (profiles
+/// from this replica's memory, exact, or one query); `null`s for a user without one (or whose video a service may not
 /// link to yet).
 #[utoipa::path(post, path = "/v1/links", tag = "profile", request_body = BatchRequest,
     responses((status = 200, description = "The links", body = BatchResponse), BadRequest,
@@ -102,16 +102,8 @@ async fn batch(
         .into();
     let mut links = Vec::with_capacity(rows.len());
     for (&user_id, row) in request.user_ids.iter().zip(rows) {
-        let ProfileVideo {
-            video_id,
-            status,
-            verification,
-            ..
-        } = row.unwrap_or(ProfileVideo {
-            user_id,
-            video_id: None,
-            status: None,
-            verification: None,
+        let (video_id, status, verification) = row.map_or((None, None, None), |r| {
+            (r.video_id, r.status, r.verification)
         });
         let link = match (video_id, status, verification) {
             (Some(video), Some(status), Some(verification))
