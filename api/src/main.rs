@@ -27,14 +27,8 @@ enum Command {
     },
 }
 
-/// The allocator is set before the runtime starts any thread.
-fn main() -> anyhow::Result<()> {
-    reelay_shared::memory::give_back_large_buffers();
-    run()
-}
-
 #[tokio::main]
-async fn run() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!(

@@ -4,14 +4,8 @@
 use reelay_scheduler::{Scheduler, config::SchedulerConfig};
 use reelay_shared::{config::Env, ops, shutdown::shutdown_signal, telemetry};
 
-/// The allocator is set before the runtime starts any thread.
-fn main() -> anyhow::Result<()> {
-    reelay_shared::memory::give_back_large_buffers();
-    run()
-}
-
 #[tokio::main]
-async fn run() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let config = SchedulerConfig::from_env()?;
     let http = ops::bind(&Env::process().var_or("REELAY_SCHEDULER_HTTP_ADDR", "")).await?;

@@ -1,37 +1,47 @@
-//! glibc malloc, set for processes whose large allocations are chunks.
+//! The allocator of every reelay process: jemalloc, set up for processes
+//! whose large allocations are chunks.
 //!
-//! The api and the worker allocate a buffer per chunk (4 MiB by default),
-//! fill it, often only in part (a PATCH that meets a full budget publishes
-//! a short chunk), and free it once published or stored. glibc serves a
-//! first 4 MiB request with its own mapping, but freeing it raises its
-//! mmap threshold to 4 MiB, and from then on such buffers come from the
-//! heap, where freed pages stay resident: RSS creeps up to the most ever
-//! allocated at once, untouched capacity included, and never comes back.
-//! Fixing the threshold (which turns the adjustment off) keeps every large
-//! buffer a mapping of its own: only pages written count, and all of them
-//! go back when it is freed. Measured in BENCHMARKS.md ("The api's memory").
+//! The api and the worker move every uploaded byte through buffers of
+//! 128 KiB (the broker client's AMQP frames) and 4 MiB (chunks), allocated
+//! and freed thousands of times per GiB. glibc malloc gave two bad choices
+//! (BENCHMARKS.md, "Ingest CPU" and "The api's memory"): such buffers on
+//! its heap stay resident after a load and never come back; as mappings of
+//! their own (the 64 KiB mmap threshold used before) every one is a fresh
+//! mapping whose pages are faulted in and zeroed, about a third of the
+//! api's CPU per GiB. jemalloc reuses freed extents while the load lasts
+//! and gives their pages back a few seconds after it (`dirty_decay_ms`),
+//! from a background thread, so an idle process shrinks too.
+//!
+//! One arena (`narenas:1`): a buffer freed by one thread is reused by the
+//! next allocation of any thread, rather than sitting resident in a
+//! per-thread arena (with jemalloc's default of four per core the api
+//! peaked ~20 MiB higher under 200 uploads). Small allocations still come
+//! from per-thread caches, so the shared arena is taken only for large
+//! ones. An operator can override any of this with `_RJEM_MALLOC_CONF`
+//! (jemalloc's `MALLOC_CONF`, under the prefix this build uses).
 
-/// Requests at least this large get a mapping of their own: chunk buffers,
-/// and the broker client's copies of them in 128 KiB frames (on the heap,
-/// those kept ~100 MiB of the api resident after a load of 200 uploads).
-pub const MMAP_THRESHOLD: usize = 64 * 1024;
+/// Every allocation of a process linking this crate goes through jemalloc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`], unless the operator
-/// set one (glibc's `MALLOC_MMAP_THRESHOLD_`, or `mmap_threshold` in
-/// `GLIBC_TUNABLES`): theirs stands. A no-op with another C library. Call
-/// it first thing in `main`, before the async runtime starts its threads.
+/// The options jemalloc reads at start (see the module's documentation).
+pub const ALLOCATOR_OPTIONS: &std::ffi::CStr = c"background_thread:true,narenas:1";
+
+/// jemalloc's `malloc_conf`: a pointer to [`ALLOCATOR_OPTIONS`], read once
+/// when the allocator starts.
+#[allow(unsafe_code, non_upper_case_globals)]
+// SAFETY: the symbol jemalloc looks up for its compiled-in options, of the
+// type it expects (`const char *`), pointing at a NUL-terminated string
+// that lives for the whole process. Nothing else has this name.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+#[used]
+static malloc_conf: Options = Options(ALLOCATOR_OPTIONS.as_ptr());
+
+/// A C string pointer that may be shared: it points at a `'static`,
+/// immutable string.
+#[repr(transparent)]
+struct Options(*const std::ffi::c_char);
+
 #[allow(unsafe_code)]
-pub fn give_back_large_buffers() {
-    let tuned = std::env::var_os("GLIBC_TUNABLES")
-        .is_some_and(|t| t.to_string_lossy().contains("mmap_threshold"));
-    if tuned || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator and takes the
-    // allocator's lock; glibc marks it "MT-Unsafe init", so it is called
-    // before the process starts any thread (see the callers' `main`).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-    }
-}
+// SAFETY: the pointer is to immutable static data; no one writes through it.
+unsafe impl Sync for Options {}

@@ -1,5 +1,6 @@
 //! Integration tests against the real PostgreSQL, RabbitMQ, Redis and Garage.
 
+mod allocator;
 mod auth;
 mod authorization;
 mod bad_input;

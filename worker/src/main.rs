@@ -19,14 +19,8 @@ enum Command {
     RebuildProjections,
 }
 
-/// The allocator is set before the runtime starts any thread.
-fn main() -> anyhow::Result<()> {
-    reelay_shared::memory::give_back_large_buffers();
-    run()
-}
-
 #[tokio::main]
-async fn run() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {
