@@ -86,7 +86,11 @@ struct Chunker<'a> {
     state: &'a AppState,
     channel: Channel,
     video: VideoId,
-    buffer: BytesMut,
+    /// Body bytes not yet published, as the pieces the server read them in
+    /// (no copy; resident only as large as what they hold).
+    buffer: Vec<Bytes>,
+    /// Bytes in `buffer`.
+    buffered: usize,
     /// Offset of the buffer's first byte.
     offset: u64,
     confirmed: u64,
@@ -119,7 +123,8 @@ impl<'a> Chunker<'a> {
             state,
             channel,
             video,
-            buffer: BytesMut::new(),
+            buffer: Vec::new(),
+            buffered: 0,
             offset: start,
             confirmed: start,
             recorded: start,
@@ -147,11 +152,7 @@ impl<'a> Chunker<'a> {
         let taken = match budget.try_take(bytes) {
             Some(taken) => taken,
             None => {
-                if !self.buffer.is_empty() {
-                    let chunk = self.buffer.split().freeze();
-                    self.buffer = BytesMut::new();
-                    self.publish(&chunk).await?;
-                }
+                self.publish_buffered().await?;
                 self.settle().await?;
                 metrics::counter!("reelay_api_budget_waits_total").increment(1);
                 // Others give room back as the broker confirms; a budget
@@ -174,7 +175,7 @@ impl<'a> Chunker<'a> {
         let chunk_size = self.state.config.upload.chunk_size;
         let result = self.split_into_chunks(&mut bytes, chunk_size).await;
         // Room beyond what stays buffered is not needed any more.
-        let keep = self.buffer.len().min(self.held);
+        let keep = self.buffered.min(self.held);
         self.state.budget.give(self.held - keep);
         self.held = keep;
         result
@@ -186,26 +187,35 @@ impl<'a> Chunker<'a> {
         chunk_size: usize,
     ) -> Result<(), ApiError> {
         while !bytes.is_empty() {
-            if self.buffer.is_empty() && bytes.len() >= chunk_size {
+            if self.buffered == 0 && bytes.len() >= chunk_size {
                 let chunk = bytes.split_to(chunk_size);
                 self.publish(&chunk).await?;
                 continue;
             }
-            if self.buffer.is_empty() {
-                // A fresh allocation per chunk: the last one is freed with
-                // its published bytes (a split-off buffer would keep it, and
-                // its written pages, alive), and pages count only as they
-                // are written.
-                self.buffer = BytesMut::with_capacity(chunk_size);
-            }
-            let take = (chunk_size - self.buffer.len()).min(bytes.len());
-            self.buffer.extend_from_slice(&bytes.split_to(take));
-            if self.buffer.len() == chunk_size {
-                let chunk = self.buffer.split().freeze();
-                self.publish(&chunk).await?;
+            let take = (chunk_size - self.buffered).min(bytes.len());
+            self.buffer.push(bytes.split_to(take));
+            self.buffered += take;
+            if self.buffered == chunk_size {
+                self.publish_buffered().await?;
             }
         }
         Ok(())
+    }
+
+    /// Publishes the buffered pieces as one chunk, if there are any. The
+    /// broker client takes a chunk as one slice: the pieces are copied into
+    /// a buffer of exactly their size and freed before it is published (one
+    /// piece is published as it is).
+    async fn publish_buffered(&mut self) -> Result<(), ApiError> {
+        let mut pieces = std::mem::take(&mut self.buffer);
+        self.buffered = 0;
+        let chunk = match pieces.len() {
+            0 => return Ok(()),
+            1 => pieces.pop().expect("one piece"),
+            _ => Bytes::from(pieces.concat()),
+        };
+        drop(pieces);
+        self.publish(&chunk).await
     }
 
     /// Publishes `chunk`; the room of its bytes moves with it until its
@@ -323,10 +333,7 @@ impl<'a> Chunker<'a> {
 
     /// Publishes the buffered tail and awaits every confirm.
     async fn finish(&mut self) -> Result<(), ApiError> {
-        if !self.buffer.is_empty() {
-            let chunk = self.buffer.split().freeze();
-            self.publish(&chunk).await?;
-        }
+        self.publish_buffered().await?;
         self.settle().await
     }
 }

@@ -182,7 +182,12 @@ impl<'a> Shard<'a> {
         let span = super::span_of(&header);
         match header.kind {
             JobKind::Chunk { offset } => {
-                self.chunk(tag, header.video, offset, Bytes::from(delivery.data))
+                // The broker client grows a body frame by frame, so a 4 MiB
+                // chunk arrives in an 8 MiB allocation; it is held until its
+                // part is stored: give the unused half back (in place).
+                let mut data = delivery.data;
+                data.shrink_to_fit();
+                self.chunk(tag, header.video, offset, Bytes::from(data))
                     .instrument(span)
                     .await
             }
