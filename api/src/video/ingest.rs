@@ -25,6 +25,15 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::tus::{Checksum, ChecksumHasher};
 use crate::{error::ApiError, state::AppState};
 
+/// Body pieces at least this large are buffered as the server read them;
+/// smaller ones are copied into a tail buffer. A kept piece holds its read
+/// buffer (at most 64 KiB, `serve.rs`) alive, so a client sending its body
+/// in small pieces would otherwise pin a read buffer per piece: this way a
+/// buffered byte holds at most two in memory.
+const KEEP_PIECES_FROM: usize = 32 * 1024;
+/// The tail buffer small pieces are copied into.
+const TAIL_CAPACITY: usize = 64 * 1024;
+
 /// Chunks published but not yet confirmed, per PATCH.
 const MAX_IN_FLIGHT: usize = 2;
 /// A confirm that takes longer than this counts as a broker failure.
@@ -86,11 +95,8 @@ struct Chunker<'a> {
     state: &'a AppState,
     channel: Channel,
     video: VideoId,
-    /// Body bytes not yet published, as the pieces the server read them in
-    /// (no copy; resident only as large as what they hold).
-    buffer: Vec<Bytes>,
-    /// Bytes in `buffer`.
-    buffered: usize,
+    /// Body bytes not yet published.
+    buffer: Pieces,
     /// Offset of the buffer's first byte.
     offset: u64,
     confirmed: u64,
@@ -123,8 +129,7 @@ impl<'a> Chunker<'a> {
             state,
             channel,
             video,
-            buffer: Vec::new(),
-            buffered: 0,
+            buffer: Pieces::default(),
             offset: start,
             confirmed: start,
             recorded: start,
@@ -175,7 +180,7 @@ impl<'a> Chunker<'a> {
         let chunk_size = self.state.config.upload.chunk_size;
         let result = self.split_into_chunks(&mut bytes, chunk_size).await;
         // Room beyond what stays buffered is not needed any more.
-        let keep = self.buffered.min(self.held);
+        let keep = self.buffer.len().min(self.held);
         self.state.budget.give(self.held - keep);
         self.held = keep;
         result
@@ -187,35 +192,26 @@ impl<'a> Chunker<'a> {
         chunk_size: usize,
     ) -> Result<(), ApiError> {
         while !bytes.is_empty() {
-            if self.buffered == 0 && bytes.len() >= chunk_size {
+            if self.buffer.len() == 0 && bytes.len() >= chunk_size {
                 let chunk = bytes.split_to(chunk_size);
                 self.publish(&chunk).await?;
                 continue;
             }
-            let take = (chunk_size - self.buffered).min(bytes.len());
+            let take = (chunk_size - self.buffer.len()).min(bytes.len());
             self.buffer.push(bytes.split_to(take));
-            self.buffered += take;
-            if self.buffered == chunk_size {
+            if self.buffer.len() == chunk_size {
                 self.publish_buffered().await?;
             }
         }
         Ok(())
     }
 
-    /// Publishes the buffered pieces as one chunk, if there are any. The
-    /// broker client takes a chunk as one slice: the pieces are copied into
-    /// a buffer of exactly their size and freed before it is published (one
-    /// piece is published as it is).
+    /// Publishes the buffered pieces as one chunk, if there are any.
     async fn publish_buffered(&mut self) -> Result<(), ApiError> {
-        let mut pieces = std::mem::take(&mut self.buffer);
-        self.buffered = 0;
-        let chunk = match pieces.len() {
-            0 => return Ok(()),
-            1 => pieces.pop().expect("one piece"),
-            _ => Bytes::from(pieces.concat()),
-        };
-        drop(pieces);
-        self.publish(&chunk).await
+        match self.buffer.take() {
+            Some(chunk) => self.publish(&chunk).await,
+            None => Ok(()),
+        }
     }
 
     /// Publishes `chunk`; the room of its bytes moves with it until its
@@ -331,10 +327,67 @@ impl<'a> Chunker<'a> {
         Ok(())
     }
 
-    /// Publishes the buffered tail and awaits every confirm.
+    /// Publishes what is buffered and awaits every confirm.
     async fn finish(&mut self) -> Result<(), ApiError> {
         self.publish_buffered().await?;
         self.settle().await
+    }
+}
+
+/// Body bytes buffered for the next chunk: large pieces as the server read
+/// them (no copy), small ones copied together ([`KEEP_PIECES_FROM`]).
+#[derive(Default)]
+struct Pieces {
+    kept: Vec<Bytes>,
+    /// Small pieces after the last of `kept`, copied together.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Pieces {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        if piece.len() >= KEEP_PIECES_FROM {
+            self.seal_tail();
+            self.kept.push(piece);
+            return;
+        }
+        if self.tail.len() + piece.len() > TAIL_CAPACITY {
+            self.seal_tail();
+        }
+        if self.tail.capacity() == 0 {
+            self.tail = BytesMut::with_capacity(TAIL_CAPACITY);
+        }
+        self.tail.extend_from_slice(&piece);
+    }
+
+    /// Moves the tail into `kept`: its allocation if at least half full,
+    /// else a copy of exactly its bytes (the allocation is reused).
+    fn seal_tail(&mut self) {
+        if self.tail.len() >= TAIL_CAPACITY / 2 {
+            self.kept.push(std::mem::take(&mut self.tail).freeze());
+        } else if !self.tail.is_empty() {
+            self.kept.push(Bytes::copy_from_slice(&self.tail));
+            self.tail.clear();
+        }
+    }
+
+    /// Everything buffered as one chunk, if anything is. The broker client
+    /// takes a chunk as one slice: the pieces are copied into a buffer of
+    /// exactly their size and freed (one piece is returned as it is).
+    fn take(&mut self) -> Option<Bytes> {
+        self.seal_tail();
+        self.len = 0;
+        let mut kept = std::mem::take(&mut self.kept);
+        match kept.len() {
+            0 => None,
+            1 => kept.pop(),
+            _ => Some(Bytes::from(kept.concat())),
+        }
     }
 }
 
@@ -475,4 +528,44 @@ pub async fn record_received(
             ))
         })
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_pieces_are_copied_and_large_ones_kept_in_order() {
+        let read = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut pieces = Pieces::default();
+        for at in 0..100 {
+            pieces.push(read.slice(at..at + 1));
+        }
+        assert!(
+            read.is_unique(),
+            "small pieces must not keep the server's read buffer alive"
+        );
+        let large = Bytes::from((0..KEEP_PIECES_FROM).map(|i| i as u8).collect::<Vec<_>>());
+        pieces.push(large.clone());
+        assert!(!large.is_unique(), "a large piece is kept, not copied");
+        pieces.push(Bytes::from_static(b"end"));
+        assert_eq!(pieces.len(), 100 + KEEP_PIECES_FROM + 3);
+
+        let chunk = pieces.take().expect("something is buffered");
+        let mut expected = vec![7u8; 100];
+        expected.extend_from_slice(&large);
+        expected.extend_from_slice(b"end");
+        assert_eq!(chunk, expected);
+        assert!(large.is_unique(), "taking the chunk frees the pieces");
+        assert_eq!((pieces.len(), pieces.take()), (0, None));
+    }
+
+    #[test]
+    fn a_lone_piece_is_the_chunk_itself() {
+        let mut pieces = Pieces::default();
+        let read = Bytes::from(vec![1u8; KEEP_PIECES_FROM * 2]);
+        pieces.push(read.clone());
+        let chunk = pieces.take().unwrap();
+        assert_eq!(chunk.as_ptr(), read.as_ptr(), "not copied");
+    }
 }
