@@ -366,13 +366,14 @@ impl Pieces {
     }
 
     /// Moves the tail into `kept`: its allocation if at least half full,
-    /// else a copy of exactly its bytes (the allocation is reused).
+    /// else a copy of exactly its bytes. Either way the PATCH keeps no tail
+    /// allocation between chunks.
     fn seal_tail(&mut self) {
-        if self.tail.len() >= TAIL_CAPACITY / 2 {
-            self.kept.push(std::mem::take(&mut self.tail).freeze());
-        } else if !self.tail.is_empty() {
-            self.kept.push(Bytes::copy_from_slice(&self.tail));
-            self.tail.clear();
+        let tail = std::mem::take(&mut self.tail);
+        if tail.len() >= TAIL_CAPACITY / 2 {
+            self.kept.push(tail.freeze());
+        } else if !tail.is_empty() {
+            self.kept.push(Bytes::copy_from_slice(&tail));
         }
     }
 
