@@ -30,6 +30,8 @@ type DayKey = (String, [u8; 32]);
 pub struct Presigner {
     /// `http://host:port`, no trailing slash.
     endpoint: String,
+    /// The same, as it is written inside a JSON string.
+    endpoint_json: String,
     /// What the Host header will be (host, with the port when not default).
     host: String,
     /// The endpoint's own path, if it has one (a proxy's prefix).
@@ -63,7 +65,9 @@ impl Presigner {
                 String::new(),
             ),
         };
+        let quoted = serde_json::to_string(&endpoint).expect("a string serializes");
         Self {
+            endpoint_json: quoted[1..quoted.len() - 1].to_owned(),
             endpoint,
             host,
             base_path,
@@ -100,14 +104,15 @@ impl Presigner {
             "&X-Amz-Date={stamp}&X-Amz-Expires={}&X-Amz-SignedHeaders=host",
             ttl.min(MAX_EXPIRES).as_secs()
         );
+        let mut mac =
+            HmacSha256::new_from_slice(&self.signing_key(&day)).expect("HMAC takes any key length");
+        mac.update(format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n").as_bytes());
         Signer {
             presigner: self,
             signed_at: now,
             canonical_tail: format!("\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host),
             query,
-            to_sign_head: format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"),
-            mac: HmacSha256::new_from_slice(&self.signing_key(&day))
-                .expect("HMAC takes any key length"),
+            mac,
             scratch: String::with_capacity(512),
         }
     }
@@ -143,7 +148,7 @@ impl Presigner {
 }
 
 /// URLs signed at one second for one life: per URL, its path, one SHA-256
-/// and one HMAC (from a key already set up).
+/// and the end of one HMAC (keyed, and fed the string-to-sign's head, once).
 pub struct Signer<'a> {
     presigner: &'a Presigner,
     signed_at: DateTime<Utc>,
@@ -151,9 +156,8 @@ pub struct Signer<'a> {
     query: String,
     /// The canonical request after the path.
     canonical_tail: String,
-    /// The string to sign before the canonical request's digest.
-    to_sign_head: String,
-    /// Keyed with the day's signing key.
+    /// Keyed with the day's signing key and fed the string to sign up to
+    /// the canonical request's digest.
     mac: HmacSha256,
     scratch: String,
 }
@@ -176,28 +180,41 @@ impl Signer<'_> {
                 + self.query.len()
                 + 96,
         );
-        url.push_str(&p.endpoint);
-        let path_start = url.len();
-        encode(&mut url, &p.base_path, false);
-        url.push('/');
-        encode(&mut url, &p.bucket, false);
-        url.push('/');
-        encode(&mut url, key, false);
+        self.push(key, &p.endpoint, &mut url);
+        url
+    }
+
+    /// Appends the presigned GET of `key` to `out` as it is written inside
+    /// a JSON string: the URL's other characters never need escaping (the
+    /// path and the query are percent-encoded; the endpoint is escaped
+    /// once, in `Presigner::new`).
+    pub fn push_json(&mut self, key: &str, out: &mut String) {
+        let p = self.presigner;
+        self.push(key, &p.endpoint_json, out);
+    }
+
+    fn push(&mut self, key: &str, endpoint: &str, out: &mut String) {
+        let p = self.presigner;
+        out.push_str(endpoint);
+        let path_start = out.len();
+        encode(out, &p.base_path, false);
+        out.push('/');
+        encode(out, &p.bucket, false);
+        out.push('/');
+        encode(out, key, false);
         let canonical = &mut self.scratch;
         canonical.clear();
         canonical.push_str("GET\n");
-        canonical.push_str(&url[path_start..]);
+        canonical.push_str(&out[path_start..]);
         canonical.push_str(&self.canonical_tail);
         let digest = Sha256::digest(canonical.as_bytes());
         let mut mac = self.mac.clone();
-        mac.update(self.to_sign_head.as_bytes());
         mac.update(&hex_lower(&digest));
-        url.push('?');
-        url.push_str(&self.query);
-        url.push_str("&X-Amz-Signature=");
+        out.push('?');
+        out.push_str(&self.query);
+        out.push_str("&X-Amz-Signature=");
         let signature = hex_lower(&mac.finalize().into_bytes());
-        url.push_str(std::str::from_utf8(&signature).expect("hex is ASCII"));
-        url
+        out.push_str(std::str::from_utf8(&signature).expect("hex is ASCII"));
     }
 }
 
@@ -273,6 +290,20 @@ mod tests {
                 }
             }
             assert!(same, "compared within one second for {key}");
+        }
+    }
+
+    #[test]
+    fn a_url_written_into_json_is_the_url_escaped() {
+        let ours = Presigner::new(&config());
+        let now = Utc::now();
+        for key in ["t/videos/x/original", "t/x/with spaces+\"quote\"\\"] {
+            let url = ours.signer_at(Duration::from_secs(60), now).url(key);
+            let mut json = String::from("\"");
+            ours.signer_at(Duration::from_secs(60), now)
+                .push_json(key, &mut json);
+            json.push('"');
+            assert_eq!(json, serde_json::to_string(&url).unwrap());
         }
     }
 
