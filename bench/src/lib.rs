@@ -2,13 +2,19 @@
 //! its own database, queues and key prefixes, and starts the release
 //! binaries from the settings it built): reading what processes cost.
 
-use std::time::Instant;
+use std::{
+    io::{self, Read, Write},
+    net::{TcpListener, TcpStream},
+    thread,
+    time::Instant,
+};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, WriteMultipart, path::Path};
 use rand::RngCore;
 use reelay_shared::storage::Storage;
+use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -34,6 +40,84 @@ pub async fn direct_multipart(storage: &Storage, key: String, data: Bytes) -> an
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The floor under any api and worker that carry each byte from a client
+/// through a broker into S3 and hash it, measured on this machine now:
+/// CPU seconds per GiB of two relay threads, the first receiving `size`
+/// bytes from one loopback socket and sending them on through another, the
+/// second doing the same and hashing them (SHA-256) on the way. No
+/// protocol, no framing, no copy of their own: the kernel's four socket
+/// crossings and the hash. The sending and the sinking threads are not
+/// counted (they stand for the client, the broker and S3).
+pub fn relay_floor_cpu_per_gib(size: u64) -> anyhow::Result<f64> {
+    let block = random_bytes(8 * MIB);
+    let (mut client, api_in) = loopback_pair()?;
+    let (api_out, worker_in) = loopback_pair()?;
+    let (worker_out, mut sink) = loopback_pair()?;
+    let sender = thread::spawn(move || -> io::Result<()> {
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            client.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    });
+    let api = thread::spawn(move || relay(api_in, api_out, None));
+    let worker = thread::spawn(move || relay(worker_in, worker_out, Some(Sha256::new())));
+    let sinking = thread::spawn(move || io::copy(&mut sink, &mut io::sink()));
+    let joined = |name: &str| anyhow::anyhow!("the {name} thread panicked");
+    sender.join().map_err(|_| joined("sending"))??;
+    let cpu = api.join().map_err(|_| joined("first relay"))??
+        + worker.join().map_err(|_| joined("second relay"))??;
+    let sunk = sinking.join().map_err(|_| joined("sink"))??;
+    if sunk != size {
+        bail!("the relays lost bytes: {sunk} of {size} arrived");
+    }
+    Ok(cpu / (size as f64 / (1024.0 * MIB as f64)))
+}
+
+/// Copies `from` to `to` until `from` ends, hashing on the way if asked;
+/// the CPU seconds this thread spent.
+fn relay(mut from: TcpStream, mut to: TcpStream, mut hash: Option<Sha256>) -> io::Result<f64> {
+    let started = thread_cpu_secs()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(hash) = &mut hash {
+            hash.update(&buf[..n]);
+        }
+        to.write_all(&buf[..n])?;
+    }
+    std::hint::black_box(hash.map(Sha256::finalize));
+    to.shutdown(std::net::Shutdown::Write)?;
+    Ok(thread_cpu_secs()? - started)
+}
+
+/// Two ends of one loopback TCP connection.
+fn loopback_pair() -> io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let near = TcpStream::connect(listener.local_addr()?)?;
+    Ok((near, listener.accept()?.0))
+}
+
+/// CPU seconds (user + system) of the calling thread so far.
+fn thread_cpu_secs() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    stat_cpu_secs(&stat).ok_or_else(|| io::Error::other("unreadable /proc/thread-self/stat"))
+}
+
+/// utime + stime of a `/proc/…/stat` line, in seconds.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    // Fields after the parenthesised command: utime and stime are 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Pids whose command name is `name` (for the services a run leans on).
 pub fn pids_named(name: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -53,15 +137,8 @@ pub fn cpu_by_name(watched: &[(String, u32)]) -> Vec<(String, f64)> {
     for (name, pid) in watched {
         let secs = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|stat| {
-                // Fields after the parenthesised command: utime and stime are 12th and 13th.
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: f64 =
-                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-                Some(ticks / 100.0)
-            });
-        let secs = secs.unwrap_or(0.0);
+            .and_then(|stat| stat_cpu_secs(&stat))
+            .unwrap_or(0.0);
         match totals.iter_mut().find(|(n, _)| n == name) {
             Some((_, total)) => *total += secs,
             None => totals.push((name.clone(), secs)),
@@ -172,4 +249,16 @@ pub async fn wrk(
         p99: field("99%").context("wrk printed the 99% latency")?,
         non_2xx: field("Non-2xx or 3xx responses:").map_or(Ok(0), |n| n.parse())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte gets through both relays, and their CPU is counted.
+    #[test]
+    fn the_relay_floor_carries_every_byte_and_counts_its_cpu() {
+        let per_gib = relay_floor_cpu_per_gib(64 * MIB).expect("relays");
+        assert!(per_gib.is_finite() && per_gib > 0.0, "CPU s/GiB: {per_gib}");
+    }
 }

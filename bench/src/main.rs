@@ -2,7 +2,9 @@
 //! (a) through reelay end to end (a tus client → api → RabbitMQ → workers →
 //! Garage) until the video is UPLOADED, and (b) directly to the same Garage
 //! bucket as a multipart upload with 4 parts in flight. Prints MB/s for
-//! each, the ratio a/b, and the peak RSS (VmHWM) of the api and the workers.
+//! each, the ratio a/b, and the peak RSS (VmHWM) of the api and the workers;
+//! then the CPU per GiB of each process, and of two bare socket relays
+//! with a hash (the floor under any api and worker) measured after it.
 //!
 //! It starts its own api and workers from `--bin-dir` (release builds)
 //! through the test harness, with their own database, queues and key
@@ -14,7 +16,10 @@ use std::{path::PathBuf, time::Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use reelay_bench::{MIB, cpu_by_name, direct_multipart, peak_rss_mib, pids_named, random_bytes};
+use reelay_bench::{
+    MIB, cpu_by_name, direct_multipart, peak_rss_mib, pids_named, random_bytes,
+    relay_floor_cpu_per_gib,
+};
 use reelay_shared::VideoStatus;
 use reelay_tests::{TestEnv, client::Tus};
 use reelay_worker::config::WorkerConfig;
@@ -56,6 +61,8 @@ struct Run {
     worker_peak_rss_mib: f64,
     /// CPU seconds per GiB uploaded through reelay, by process.
     cpu_per_gib: Vec<(String, f64)>,
+    /// The same for two bare relays and a hash, in this run.
+    floor_cpu_per_gib: f64,
 }
 
 #[tokio::main]
@@ -91,6 +98,13 @@ async fn main() -> anyhow::Result<()> {
             .map(|(_, s)| s)
             .sum();
         println!("api+worker CPU s/GiB: {ours:.2}");
+        // What any api and worker must spend (the kernel's four socket
+        // crossings and SHA-256, `relay_floor_cpu_per_gib`), measured now.
+        println!("relay floor CPU s/GiB: {:.2}", run.floor_cpu_per_gib);
+        println!(
+            "api+worker over the floor CPU s/GiB: {:.2}",
+            ours - run.floor_cpu_per_gib
+        );
         println!("reelay/direct: {:.2}", run.reelay_mbps / run.direct_mbps);
     }
     Ok(())
@@ -145,6 +159,8 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
             through_reelay(&env, &tus, uploads, (args.patch_mib * MIB) as usize).await;
         let after = cpu_by_name(&watched);
         let total = size * n as u64;
+        let floor_cpu_per_gib =
+            tokio::task::spawn_blocking(move || relay_floor_cpu_per_gib(total)).await??;
         let gib = total as f64 / (1024.0 * MIB as f64);
         let cpu_per_gib = after
             .into_iter()
@@ -163,6 +179,7 @@ async fn measure(args: &Args, size: u64) -> anyhow::Result<Run> {
             ingest_mbps: total as f64 / 1e6 / ingest_secs,
             api_peak_rss_mib: peak_rss_mib(&api)?,
             cpu_per_gib,
+            floor_cpu_per_gib,
             worker_peak_rss_mib: workers
                 .iter()
                 .map(peak_rss_mib)
