@@ -40,8 +40,9 @@ pub async fn direct_multipart(storage: &Storage, key: String, data: Bytes) -> an
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// The floor under any api and worker that carry each byte from a client
-/// through a broker into S3 and hash it, measured on this machine now:
+/// A floor under an api and a worker that read each byte from a client
+/// and write it to a broker, then read it from the broker, hash it and
+/// write it to S3, measured on this machine now:
 /// CPU seconds per GiB of two relay threads, the first receiving `size`
 /// bytes from one loopback socket and sending them on through another, the
 /// second doing the same and hashing them (SHA-256) on the way. No
@@ -66,9 +67,10 @@ pub fn relay_floor_cpu_per_gib(size: u64) -> anyhow::Result<f64> {
     let worker = thread::spawn(move || relay(worker_in, worker_out, Some(Sha256::new())));
     let sinking = thread::spawn(move || io::copy(&mut sink, &mut io::sink()));
     let joined = |name: &str| anyhow::anyhow!("the {name} thread panicked");
-    sender.join().map_err(|_| joined("sending"))??;
+    // The relays first: a relay's error is the cause of the sender's.
     let cpu = api.join().map_err(|_| joined("first relay"))??
         + worker.join().map_err(|_| joined("second relay"))??;
+    sender.join().map_err(|_| joined("sending"))??;
     let sunk = sinking.join().map_err(|_| joined("sink"))??;
     if sunk != size {
         bail!("the relays lost bytes: {sunk} of {size} arrived");

@@ -4,7 +4,7 @@
 //! bucket as a multipart upload with 4 parts in flight. Prints MB/s for
 //! each, the ratio a/b, and the peak RSS (VmHWM) of the api and the workers;
 //! then the CPU per GiB of each process, and of two bare socket relays
-//! with a hash (the floor under any api and worker) measured after it.
+//! with a hash (a floor under the api and worker) measured after it.
 //!
 //! It starts its own api and workers from `--bin-dir` (release builds)
 //! through the test harness, with their own database, queues and key
@@ -98,8 +98,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|(_, s)| s)
             .sum();
         println!("api+worker CPU s/GiB: {ours:.2}");
-        // What any api and worker must spend (the kernel's four socket
-        // crossings and SHA-256, `relay_floor_cpu_per_gib`), measured now.
+        // What a bare read/write relay pair spends on the same bytes (the
+        // kernel's four socket crossings and SHA-256,
+        // `relay_floor_cpu_per_gib`), measured now.
         println!("relay floor CPU s/GiB: {:.2}", run.floor_cpu_per_gib);
         println!(
             "api+worker over the floor CPU s/GiB: {:.2}",

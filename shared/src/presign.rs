@@ -58,7 +58,7 @@ impl Presigner {
                 let base_path = url.path().trim_end_matches('/').to_owned();
                 (format!("{}://{host}", url.scheme()), host, base_path)
             }
-            // S3Config::read checked it; keep the text as it is otherwise.
+            // Not a URL (S3Config::read does not insist): kept as written.
             Err(_) => (
                 config.endpoint.trim_end_matches('/').to_owned(),
                 String::new(),
@@ -305,6 +305,17 @@ mod tests {
             json.push('"');
             assert_eq!(json, serde_json::to_string(&url).unwrap());
         }
+        // An endpoint that is not a URL is kept as written, and escaped.
+        let mut odd = config();
+        odd.endpoint = "not a url \"x\"\\".into();
+        let ours = Presigner::new(&odd);
+        let url = ours.signer_at(Duration::from_secs(60), now).url("k");
+        assert!(url.starts_with("not a url \"x\"\\/"), "{url}");
+        let mut json = String::from("\"");
+        ours.signer_at(Duration::from_secs(60), now)
+            .push_json("k", &mut json);
+        json.push('"');
+        assert_eq!(json, serde_json::to_string(&url).unwrap());
     }
 
     #[test]

@@ -120,7 +120,7 @@ async fn batch(
 }
 
 /// A `BatchResponse` written straight into one buffer of about its size
-/// (500 links are ~200 KB): no string per URL, no scan of each URL for
+/// (500 links are ~250 KB): no string per URL, no scan of each URL for
 /// characters to escape (the signer writes it JSON-ready), the expiry
 /// formatted once. A unit test holds it to serde_json's output.
 struct LinksWriter<'a> {
