@@ -750,8 +750,14 @@ async fn a_silent_device_times_out_and_is_retried_and_one_that_stays_silent_fail
         2,
         "first try and one retry"
     );
-    // The backend was told to drop what timed out.
+    // The backend was told to drop what timed out: by a job a worker
+    // runs, the last of them queued with the rollout's completion.
+    let told = wait_until(Duration::from_secs(10), || async {
+        fleet.backend.cancels().len() >= 3
+    })
+    .await;
     let cancelled = fleet.backend.cancels();
+    assert!(told, "{cancelled:?}");
     assert_eq!(cancelled.len(), 3, "{cancelled:?}");
 }
 

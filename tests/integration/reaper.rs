@@ -253,7 +253,19 @@ async fn chunks_a_worker_holds_after_a_long_outage_are_not_taken_for_lost() {
     config.rules.stall_timeout = Duration::from_secs(6);
     tokio::time::sleep(config.rules.stall_timeout + Duration::from_millis(500)).await;
     let _scheduler = env.spawn_scheduler(config).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A reaper pass saw the stall and chose to wait for it.
+    let watched = wait_until(Duration::from_secs(10), || async {
+        let waiting: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM scheduler_passes WHERE kind = 'reap' AND finished_at IS NOT NULL \
+             AND (counts->>'stalls_waiting')::int >= 1 LIMIT 1",
+        )
+        .fetch_optional(env.store.pool())
+        .await
+        .expect("passes");
+        waiting.is_some()
+    })
+    .await;
+    assert!(watched, "a reaper pass watched the stall");
     let rewound = |events: &[reelay_shared::store::RecordedEvent]| {
         events.iter().any(|e| e.kind == "received_rewound")
     };
