@@ -52,6 +52,11 @@ pub fn binary_dir() -> PathBuf {
 }
 
 /// Polls `check` every 20 ms until it is true or `within` passes.
+///
+/// Wait for each effect you assert on, not only for the state you saw
+/// first: much of the system acts after an event is visible (a webhook is
+/// posted after `review_requested`, an outbox row deleted after the
+/// broker's confirm, fflow's files removed after READY).
 pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
