@@ -18,8 +18,9 @@
 //! chunks were sized to their bytes, the api peaked 17–36 MiB higher under
 //! 200 uploads). On hosts with many cores the one arena's lock may want
 //! `narenas` raised. Small allocations still come from per-thread caches,
-//! so the shared arena is taken only for large ones. An operator can override any of this with `_RJEM_MALLOC_CONF`
-//! (jemalloc's `MALLOC_CONF`, under the prefix this build uses).
+//! so the shared arena is taken only for large ones. An operator can
+//! override any of this with `_RJEM_MALLOC_CONF` (jemalloc's
+//! `MALLOC_CONF`, under the prefix this build uses).
 
 /// Every allocation of a process linking this crate goes through jemalloc.
 #[global_allocator]

@@ -453,6 +453,19 @@ impl TestEnv {
             .collect()
     }
 
+    /// Waits (up to 30 s) until the video's history has an event of `kind`.
+    pub async fn wait_for_event(&self, id: VideoId, kind: &str) -> bool {
+        wait_until(Duration::from_secs(30), || async {
+            self.store
+                .events(id)
+                .await
+                .expect("history")
+                .iter()
+                .any(|e| e.kind == kind)
+        })
+        .await
+    }
+
     /// Waits until the video reaches `status` or fails the test (at once
     /// if the video FAILED instead).
     pub async fn wait_for_status(

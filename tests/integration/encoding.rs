@@ -79,6 +79,16 @@ impl Stage {
             dir,
         }
     }
+
+    /// Waits until no replica has a local file left. fflow removes an
+    /// encode's files just after it reports the encode over, so the worker
+    /// may record READY or FAILED first.
+    async fn local_files_removed(&self) -> bool {
+        wait_until(Duration::from_secs(10), || async {
+            self.fflows.iter().all(|f| f.local_files() == 0)
+        })
+        .await
+    }
 }
 
 /// The playback URLs of a READY video, as its owner gets them.
@@ -181,13 +191,10 @@ async fn mp4_either_way_and_webm_end_ready_and_play_through_hls_and_dash() {
             "{sample:?}: encoded from the chunks fflow glued"
         );
     }
-    // fflow removes an encode's files just after it reports the encode
-    // over: the worker may record READY first.
-    let cleaned = wait_until(Duration::from_secs(10), || async {
-        stage.fflows.iter().all(|f| f.local_files() == 0)
-    })
-    .await;
-    assert!(cleaned, "no local file outlives its encode");
+    assert!(
+        stage.local_files_removed().await,
+        "no local file outlives its encode"
+    );
     let live = env.projections_snapshot().await;
     let renditions = live["flows"]
         .as_array()
@@ -230,11 +237,10 @@ async fn a_corrupt_file_fails_with_ffmpegs_reason() {
         .await
         .expect("GET");
     assert_eq!(response.status(), StatusCode::CONFLICT, "nothing to play");
-    let cleaned = wait_until(Duration::from_secs(10), || async {
-        stage.fflows.iter().all(|f| f.local_files() == 0)
-    })
-    .await;
-    assert!(cleaned, "no local file outlives a failed encode");
+    assert!(
+        stage.local_files_removed().await,
+        "no local file outlives a failed encode"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,15 +26,7 @@ async fn rebuilding_projections_from_the_log_gives_exactly_the_live_ones() {
     let _pending = tus.create(MIB as u64).await;
     env.wait_for_status(done, VideoStatus::Uploaded, Duration::from_secs(60))
         .await;
-    let staged = reelay_tests::wait_until(Duration::from_secs(20), || async {
-        env.store
-            .events(partial)
-            .await
-            .expect("history")
-            .iter()
-            .any(|e| e.kind == "segment_staged")
-    })
-    .await;
+    let staged = env.wait_for_event(partial, "segment_staged").await;
     assert!(staged, "the idle partial upload was staged");
     let response = tus
         .raw()
@@ -45,16 +37,7 @@ async fn rebuilding_projections_from_the_log_gives_exactly_the_live_ones() {
         .await
         .expect("DELETE");
     assert_eq!(response.status(), 204);
-    let removed = reelay_tests::wait_until(Duration::from_secs(20), || async {
-        env.store
-            .events(deleted)
-            .await
-            .expect("history")
-            .iter()
-            .any(|e| e.kind == "objects_removed")
-    })
-    .await;
-    assert!(removed);
+    assert!(env.wait_for_event(deleted, "objects_removed").await);
     worker.stop().await;
 
     let live = env.projections_snapshot().await;

@@ -12,19 +12,6 @@ use reelay_shared::{
 use reelay_tests::{MIB, TestEnv, client::Tus, random_bytes, sha256_hex, wait_until};
 use uuid::Uuid;
 
-/// Waits until the video's history has an event of `kind`.
-async fn wait_for_event(env: &TestEnv, id: VideoId, kind: &str) -> bool {
-    wait_until(Duration::from_secs(30), || async {
-        env.store
-            .events(id)
-            .await
-            .expect("history")
-            .iter()
-            .any(|e| e.kind == kind)
-    })
-    .await
-}
-
 /// Records what the api records when the broker confirms bytes up to `end`.
 async fn confirmed(env: &TestEnv, id: VideoId, end: u64) {
     let received = VideoEvent::BytesReceived {
@@ -55,7 +42,7 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
     let data = random_bytes(12 * MIB);
     let id = tus.create(data.len() as u64).await;
     tus.upload_from(id, &data[..7 * MIB], 0, MIB).await;
-    assert!(wait_for_event(&env, id, "segment_staged").await, "staged");
+    assert!(env.wait_for_event(id, "segment_staged").await, "staged");
     let session = env
         .store
         .load(id)
@@ -83,7 +70,7 @@ async fn a_stale_session_is_reaped_with_its_multipart_upload_and_redis_keys() {
         .await;
     assert_eq!(failed.failure_reason.as_deref(), Some("expired"));
     assert!(
-        wait_for_event(&env, id, "upload_aborted").await,
+        env.wait_for_event(id, "upload_aborted").await,
         "session closed"
     );
 
@@ -160,7 +147,7 @@ async fn an_upload_that_never_gets_a_byte_fails_after_the_pending_timeout_and_no
         failed.failure_reason.as_deref(),
         Some("no bytes received within 2 s")
     );
-    assert!(wait_for_event(&env, old, "upload_aborted").await);
+    assert!(env.wait_for_event(old, "upload_aborted").await);
 
     // The young one fails too, in time, but never before its own timeout.
     env.wait_for_status(young, VideoStatus::Failed, Duration::from_secs(30))
@@ -209,7 +196,7 @@ async fn a_deleted_video_whose_delete_job_died_is_swept() {
     let mut config = env.scheduler_config();
     config.rules.delete_grace = Duration::ZERO;
     let _scheduler = env.spawn_scheduler(config).await;
-    assert!(wait_for_event(&env, id, "objects_removed").await, "swept");
+    assert!(env.wait_for_event(id, "objects_removed").await, "swept");
     assert_eq!(env.object_keys().await, Vec::<String>::new());
 }
 
@@ -299,7 +286,7 @@ async fn a_stalled_upload_whose_bytes_were_lost_resumes_and_ends_byte_identical(
     let data = random_bytes(12 * MIB + 17);
     let id = tus.create(data.len() as u64).await;
     tus.upload_from(id, &data[..6 * MIB], 0, 3 * MIB).await;
-    assert!(wait_for_event(&env, id, "segment_staged").await);
+    assert!(env.wait_for_event(id, "segment_staged").await);
     let stored = env.video(id).await.stored();
     assert_eq!(stored, 6 * MIB as u64);
 
@@ -310,10 +297,7 @@ async fn a_stalled_upload_whose_bytes_were_lost_resumes_and_ends_byte_identical(
     let mut config = env.scheduler_config();
     config.rules.stall_timeout = Duration::from_secs(1);
     let _scheduler = env.spawn_scheduler(config).await;
-    assert!(
-        wait_for_event(&env, id, "received_rewound").await,
-        "rewound"
-    );
+    assert!(env.wait_for_event(id, "received_rewound").await, "rewound");
     let offset = tus.offset(id).await;
     assert_eq!(offset, stored, "HEAD gives what is durable");
 

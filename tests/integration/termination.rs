@@ -58,11 +58,7 @@ async fn terminating_an_upload_aborts_it_and_removes_its_objects() {
     );
     // The worker records the removal after the objects are gone: the
     // listing above can see the one before the log has the other.
-    let recorded = wait_until(Duration::from_secs(10), || async {
-        let history = env.store.events(id).await.expect("history");
-        history.iter().any(|e| e.kind == "objects_removed")
-    })
-    .await;
+    let recorded = env.wait_for_event(id, "objects_removed").await;
     assert!(recorded, "the removal is in the video's history");
     let history = env.store.events(id).await.expect("history");
     assert!(history.iter().any(|e| e.kind == "deleted"));

@@ -300,11 +300,7 @@ async fn deleting_a_video_removes_its_objects_and_personal_metadata_and_keeps_a_
     assert!(gone, "the original is gone from Garage");
     // The worker records the removal after every object is gone (the
     // original may go before the rest of them): wait for the record.
-    let recorded = reelay_tests::wait_until(Duration::from_secs(20), || async {
-        let history = env.store.events(id).await.expect("history");
-        history.iter().any(|e| e.kind == "objects_removed")
-    })
-    .await;
+    let recorded = env.wait_for_event(id, "objects_removed").await;
     assert!(recorded, "the removal is in the video's history");
     assert!(
         env.object_keys().await.is_empty(),

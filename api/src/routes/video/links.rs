@@ -41,7 +41,7 @@ pub struct BatchRequest {
 }
 
 /// One user's profile video link; all null when there is none to give.
-#[derive(Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct UserLink {
     pub user_id: Uuid,
     /// Null when the user has no current profile video to link to.
@@ -213,15 +213,7 @@ mod tests {
                 }
             }
             let expected = serde_json::to_vec(&BatchResponse {
-                links: links
-                    .iter()
-                    .map(|l| UserLink {
-                        user_id: l.user_id,
-                        video_id: l.video_id,
-                        url: l.url.clone(),
-                        expires_at: l.expires_at.clone(),
-                    })
-                    .collect(),
+                links: links.to_vec(),
             })
             .unwrap();
             assert_eq!(
